@@ -1,0 +1,334 @@
+"""The ``hybridrec`` command line: train, recommend, evaluate, similar, datasets."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import numpy as np
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hybridrec.errors import DataError, HybridrecError
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="hybridrec: train, evaluate and query hybrid recommenders.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+datasets_app = typer.Typer(help="Built-in datasets.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+# Tables are wide; when piped (no terminal to size them by) keep them whole.
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _friendly(fn: F) -> F:
+    """Turn a `HybridrecError` into one red line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except HybridrecError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except (OSError, MemoryError) as exc:
+            err.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class OutputFormat(StrEnum):
+    """How ``evaluate`` prints."""
+
+    table = "table"
+    json = "json"
+
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Pipeline config (TOML).")]
+ModelDirOpt = Annotated[
+    Path, typer.Option("--model-dir", help="Model store directory.", envvar="HYBRIDREC_MODEL_DIR")
+]
+VersionOpt = Annotated[
+    str | None, typer.Option("--version", help="Version to read (default: current).")
+]
+
+
+def _write_table(df: pl.DataFrame, path: Path) -> None:
+    """CSV or Parquet by extension, written atomically."""
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq"):
+        raise DataError(f"{path}: output must end in .csv or .parquet")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if suffix == ".csv":
+        df.write_csv(tmp)
+    else:
+        df.write_parquet(tmp)
+    tmp.replace(path)
+
+
+@app.command()
+@_friendly
+def train(
+    config: ConfigOpt = Path("configs/default.toml"),
+    train_path: Annotated[
+        Path | None,
+        typer.Option("--train", help="Training interactions (CSV/Parquet); overrides the config."),
+    ] = None,
+    valid_path: Annotated[
+        Path | None,
+        typer.Option("--valid", help="Validation interactions for tuning and the report."),
+    ] = None,
+    model_dir: ModelDirOpt = Path("models"),
+    promote: Annotated[
+        bool, typer.Option("--promote/--no-promote", help="Make the new version current.")
+    ] = True,
+    evaluate: Annotated[
+        bool, typer.Option("--evaluate/--no-evaluate", help="Hold out, tune and report first.")
+    ] = True,
+    data_home: Annotated[Path | None, typer.Option(envvar="HYBRIDREC_DATA_HOME")] = None,
+) -> None:
+    """Train the configured models and save them as a new version in the model store."""
+    from hybridrec.config import load_config
+    from hybridrec.evaluation.report import comparison_table, segment_table
+    from hybridrec.pipeline.train import train_pipeline
+
+    if valid_path is not None and train_path is None:
+        raise DataError("--valid needs --train")
+    cfg = load_config(config)
+    start = time.perf_counter()
+    result = train_pipeline(
+        cfg,
+        model_dir,
+        data_home=data_home,
+        train_path=train_path,
+        valid_path=valid_path,
+        promote=promote,
+        evaluate=evaluate,
+        console=err,
+    )
+    if result.reports:
+        ks = cfg.evaluation.k
+        out.print(comparison_table(result.reports, ks, target=cfg.evaluation.target))
+        out.print(segment_table(result.reports, target=cfg.evaluation.target))
+    state = "current" if promote else "not promoted"
+    out.print(
+        f"saved version [bold]{result.version}[/bold] ({state}) in {model_dir} "
+        f"— default model: {result.default_model} — {time.perf_counter() - start:.1f}s"
+    )
+
+
+@app.command()
+@_friendly
+def evaluate(
+    config: ConfigOpt = Path("configs/default.toml"),
+    train_path: Annotated[
+        Path | None, typer.Option("--train", help="Training interactions (with --test).")
+    ] = None,
+    test_path: Annotated[
+        Path | None, typer.Option("--test", help="Held-out interactions (with --train).")
+    ] = None,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="table or json.")
+    ] = OutputFormat.table,
+    plot: Annotated[Path | None, typer.Option(help="Also write a PNG chart here.")] = None,
+    data_home: Annotated[Path | None, typer.Option(envvar="HYBRIDREC_DATA_HOME")] = None,
+) -> None:
+    """Evaluate every configured model (and popularity) on held-out data."""
+    from hybridrec.config import load_config
+    from hybridrec.data.split import Split
+    from hybridrec.evaluation.report import (
+        comparison_table,
+        plot_reports,
+        reports_to_json,
+        segment_table,
+    )
+    from hybridrec.pipeline.train import evaluate_pipeline, prepare_data, split_data
+
+    if (train_path is None) != (test_path is None):
+        raise DataError("--train and --test go together")
+    cfg = load_config(config)
+    progress = err if output_format is OutputFormat.table else None
+    if train_path is not None and test_path is not None:
+        train_df = prepare_data(cfg.data, interactions=train_path).interactions
+        test_df = prepare_data(cfg.data, interactions=test_path).interactions
+        split = Split(train=train_df, test=test_df)
+        items = None
+    else:
+        prepared = prepare_data(cfg.data, data_home=data_home)
+        split, items = split_data(prepared.interactions, cfg.split), prepared.items
+    start = time.perf_counter()
+    reports, _ = evaluate_pipeline(cfg, split, items=items, console=progress)
+    total = time.perf_counter() - start
+    if output_format is OutputFormat.json:
+        sys.stdout.write(reports_to_json(reports) + "\n")
+    else:
+        out.print(comparison_table(reports, cfg.evaluation.k, target=cfg.evaluation.target))
+        out.print(segment_table(reports, target=cfg.evaluation.target))
+        out.print(f"{len(reports)} models, {reports[0].n_users} test users, {total:.1f}s")
+    if plot is not None:
+        plot_reports(reports, plot, ks=cfg.evaluation.k)
+
+
+def _read_users(users_file: Path) -> tuple[list[Any], dict[Any, list[Any]]]:
+    """Users to answer and their extra history from a users file.
+
+    The file has a ``user_id`` column; rows that also carry an ``item_id`` are history
+    (for users the model has not seen: fold-in).
+    """
+    from hybridrec.data.loaders import read_table
+
+    df = read_table(users_file)
+    if "user_id" not in df.columns:
+        raise DataError(f"{users_file}: missing column 'user_id' (found: {', '.join(df.columns)})")
+    users = df["user_id"].unique(maintain_order=True).to_list()
+    history: dict[Any, list[Any]] = {}
+    if "item_id" in df.columns:
+        for row in df.select("user_id", "item_id").drop_nulls().iter_rows():
+            history.setdefault(row[0], []).append(row[1])
+    return users, history
+
+
+@app.command()
+@_friendly
+def recommend(
+    model_dir: ModelDirOpt = Path("models"),
+    user: Annotated[
+        list[str] | None, typer.Option("--user", help="A user id (repeatable).")
+    ] = None,
+    users_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--users-file", help="CSV/Parquet with user_id (and item_id rows as history)."
+        ),
+    ] = None,
+    all_users: Annotated[bool, typer.Option("--all-users", help="Every known user.")] = False,
+    k: Annotated[int, typer.Option("-k", "--k", help="Items per user.")] = 10,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model name (default: the best one).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write CSV or Parquet instead.")
+    ] = None,
+    include_seen: Annotated[
+        bool, typer.Option("--include-seen", help="Allow items the user already has.")
+    ] = False,
+    version: VersionOpt = None,
+) -> None:
+    """Recommend top-k items; writes ``user_id,item_id,rank,score``."""
+    from hybridrec.pipeline.artifacts import load_pipeline
+
+    chosen = sum([bool(user), users_file is not None, all_users])
+    if chosen != 1:
+        raise DataError("give exactly one of --user, --users-file or --all-users")
+    if k <= 0:
+        raise DataError(f"-k must be a positive integer (got {k})")
+    pipeline = load_pipeline(model_dir, version)
+    rec = pipeline.model(model)
+    history: dict[Any, list[Any]] = {}
+    if user:
+        ids: list[Any] = list(user)
+    elif users_file is not None:
+        ids, history = _read_users(users_file)
+    else:
+        assert rec.users_ is not None
+        ids = rec.users_.to_list()
+    result = rec.recommend(
+        np.asarray(ids), k, exclude_seen=not include_seen, history=history or None
+    )
+    frame = result.to_frame()
+    if output is not None:
+        _write_table(frame, output)
+        err.print(f"wrote {frame.height} rows for {len(result)} users to {output}")
+        return
+    _print_ranked(frame, pipeline.items, "user_id")
+
+
+def _print_ranked(frame: pl.DataFrame, items: pl.DataFrame | None, key: str) -> None:
+    if items is not None and "title" in items.columns:
+        titles = items.select(pl.col("item_id").cast(frame["item_id"].dtype), "title")
+        frame = frame.join(titles, on="item_id", how="left", maintain_order="left")
+    if sys.stdout.isatty():
+        table = Table(*frame.columns)
+        for row in frame.iter_rows():
+            table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+        out.print(table)
+    else:
+        sys.stdout.write(frame.write_csv())
+
+
+@app.command()
+@_friendly
+def similar(
+    item: Annotated[list[str], typer.Option("--item", help="An item id (repeatable).")],
+    model_dir: ModelDirOpt = Path("models"),
+    k: Annotated[int, typer.Option("-k", "--k", help="Similar items per query item.")] = 10,
+    model: Annotated[str | None, typer.Option("--model", help="Model name.")] = None,
+    version: VersionOpt = None,
+) -> None:
+    """Items most similar to the given ones: ``item_id,similar_item_id,rank,score``."""
+    from hybridrec.pipeline.artifacts import load_pipeline
+
+    if k <= 0:
+        raise DataError(f"-k must be a positive integer (got {k})")
+    pipeline = load_pipeline(model_dir, version)
+    result = pipeline.model(model).similar_items(np.asarray(item), k)
+    frame = result.to_frame("query_item_id")
+    _print_ranked(frame, pipeline.items, "query_item_id")
+
+
+@datasets_app.command("list")
+@_friendly
+def datasets_list(
+    data_home: Annotated[Path | None, typer.Option(envvar="HYBRIDREC_DATA_HOME")] = None,
+) -> None:
+    """List the built-in datasets and whether each is in the data home."""
+    from hybridrec.data.datasets import dataset_status, list_datasets
+
+    table = Table("name", "present", "description")
+    for info in list_datasets():
+        status = dataset_status(info.name, data_home)
+        table.add_row(info.name, "yes" if status["present"] else "no", info.description)
+    out.print(table)
+
+
+@datasets_app.command("info")
+@_friendly
+def datasets_info(
+    name: Annotated[str, typer.Argument(help="Dataset name (see 'datasets list').")],
+    data_home: Annotated[Path | None, typer.Option(envvar="HYBRIDREC_DATA_HOME")] = None,
+) -> None:
+    """Where a dataset lives, whether it is present, its license; row counts when present."""
+    from hybridrec.data.datasets import dataset_status
+    from hybridrec.data.loaders import load_dataset
+
+    status = dataset_status(name, data_home)
+    info: dict[str, Any] = {k: str(v) if isinstance(v, Path) else v for k, v in status.items()}
+    if status["present"]:
+        raw = load_dataset(name, data_home=data_home, download=False)
+        df = raw.interactions
+        info["interactions"] = df.height
+        info["users"] = df["user_id"].n_unique()
+        info["items"] = raw.items.height if raw.items is not None else df["item_id"].n_unique()
+    out.print_json(json.dumps(info, default=str))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    """Run the CLI."""
+    app()

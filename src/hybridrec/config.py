@@ -1,0 +1,191 @@
+"""Typed settings: environment (``HYBRIDREC_*``) and pipeline configs (TOML).
+
+`Settings` holds where things live (data home, model directory); `PipelineConfig` holds what
+a training run does. Both reject unknown keys, so a typo in a config is an error that names
+the key, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hybridrec.errors import ConfigError
+
+__all__ = [
+    "DataConfig",
+    "EvaluationConfig",
+    "ModelSpec",
+    "PipelineConfig",
+    "Settings",
+    "SplitConfig",
+    "load_config",
+]
+
+
+class Settings(BaseSettings):
+    """Process-wide settings from ``HYBRIDREC_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="HYBRIDREC_", extra="ignore")
+
+    #: Where datasets are looked for (and downloaded to when missing).
+    data_home: Path = Path.home() / ".hybridrec" / "data"
+    #: Default model directory for train / recommend.
+    model_dir: Path = Path("models")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    """Where interactions come from and how they become implicit feedback."""
+
+    #: A registered dataset name (``hybridrec datasets list``) or ``files``.
+    source: str = "movielens-latest-small"
+    #: With ``source = "files"``: interactions file (CSV or Parquet).
+    interactions: Path | None = None
+    #: Optional item catalog file.
+    items: Path | None = None
+    #: Optional user attributes file.
+    users: Path | None = None
+    #: Canonical column → column in the files, e.g. ``{user_id = "customer"}``.
+    columns: dict[str, str] = Field(default_factory=dict)
+    #: Explicit → implicit: threshold | confidence | binary | keep.
+    implicit: Literal["threshold", "confidence", "binary", "keep"] = "threshold"
+    #: Positive threshold for ``threshold`` (and optional floor for ``confidence``).
+    min_rating: float | None = 4.0
+    #: How repeated (user, item) rows combine: last | first | sum | max.
+    dedup: Literal["last", "first", "sum", "max"] = "last"
+    #: k-core: drop users with fewer interactions (repeated with the item rule until stable).
+    min_user_interactions: int = Field(default=1, ge=1)
+    #: k-core: drop items with fewer interactions.
+    min_item_interactions: int = Field(default=1, ge=1)
+
+
+class SplitConfig(_Strict):
+    """How interactions are split for tuning and evaluation."""
+
+    #: random (per user) | temporal (per user) | global_temporal.
+    method: Literal["random", "temporal", "global_temporal"] = "random"
+    #: Share held out for validation (tuning); 0 for none.
+    valid: float = Field(default=0.1, ge=0, lt=1)
+    #: Share held out for test.
+    test: float = Field(default=0.1, gt=0, lt=1)
+    #: Seed of the random split.
+    seed: int = 42
+    #: temporal: hold out exactly each user's last n interactions instead of a share.
+    leave_last_n: int | None = Field(default=None, ge=1)
+    #: global_temporal: test starts at this timestamp (default: by the ``test`` share).
+    cutoff: int | None = None
+
+
+class EvaluationConfig(_Strict):
+    """Offline evaluation settings."""
+
+    #: Cutoffs reported.
+    k: list[int] = Field(default_factory=lambda: [10, 20])
+    #: Metric used to choose hyperparameters and compare models.
+    target: str = "ndcg@10"
+    #: Users with fewer training interactions are "cold".
+    cold_below: int = Field(default=5, ge=1)
+    #: Users with at least this many training interactions are "hot" (between: "warm").
+    hot_from: int = Field(default=20, ge=2)
+
+    @model_validator(mode="after")
+    def _check(self) -> EvaluationConfig:
+        if not self.k or min(self.k) <= 0:
+            raise ValueError("k must be a non-empty list of positive integers")
+        if self.hot_from <= self.cold_below:
+            raise ValueError("hot_from must be greater than cold_below")
+        return self
+
+
+class ModelSpec(_Strict):
+    """One model of the pipeline: its registered name, hyperparameters and tuning grid."""
+
+    #: Registered model name (the table key by default).
+    model: str
+    #: Hyperparameters (validated by the model's own config).
+    params: dict[str, Any] = Field(default_factory=dict)
+    #: Grid searched on the validation split: parameter → list of values.
+    tune: dict[str, list[Any]] = Field(default_factory=dict)
+    #: Skip this model without deleting its section.
+    enabled: bool = True
+
+
+class PipelineConfig(_Strict):
+    """A whole training pipeline, as written in ``configs/*.toml``."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    #: Model name → spec; order is the table order.
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    #: After tuning, refit on train + valid before testing (else on train only).
+    refit_on_valid: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _models_from_tables(cls, values: Any) -> Any:
+        """Let ``[models.als]`` hold hyperparameters directly, with ``tune`` as a sub-table."""
+        if isinstance(values, dict) and isinstance(values.get("models"), dict):
+            specs: dict[str, Any] = {}
+            for name, raw in values["models"].items():
+                if isinstance(raw, ModelSpec):
+                    specs[name] = raw
+                    continue
+                table = dict(raw or {})
+                specs[name] = {
+                    "model": table.pop("model", name),
+                    "tune": table.pop("tune", {}),
+                    "enabled": table.pop("enabled", True),
+                    "params": table.pop("params", {}) | table,
+                }
+            values = {**values, "models": specs}
+        return values
+
+    def enabled_models(self) -> dict[str, ModelSpec]:
+        """The models to train, in config order."""
+        return {name: spec for name, spec in self.models.items() if spec.enabled}
+
+
+def load_config(path: str | Path | None) -> PipelineConfig:
+    """Read and validate a pipeline TOML file (None: the built-in defaults).
+
+    Raises:
+        ConfigError: The file is missing, not valid TOML, or has an invalid key or value;
+            the message names the file and the key.
+    """
+    if path is None:
+        return PipelineConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    try:
+        cfg = PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{path}: {loc}: {err['msg']}{more}") from None
+    if cfg.data.source == "files" and cfg.data.interactions is None:
+        raise ConfigError(f"{path}: data.source = 'files' needs data.interactions")
+    base = path.parent
+    # Relative data paths are relative to the config file, as a user reading it expects.
+    data = cfg.data.model_copy(
+        update={
+            key: (base / value if value is not None and not value.is_absolute() else value)
+            for key in ("interactions", "items", "users")
+            if (value := getattr(cfg.data, key)) is not None
+        }
+    )
+    return cfg.model_copy(update={"data": data})

@@ -1,0 +1,155 @@
+"""Implicit-feedback ALS (Hu, Koren & Volinsky) through the `implicit` library."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+from pydantic import Field
+from threadpoolctl import threadpool_limits
+
+from hybridrec.data.dataset import InteractionData
+from hybridrec.data.matrix import Weighter, Weighting
+from hybridrec.models.base import ModelConfig, Recommender
+from hybridrec.models.registry import register
+
+__all__ = ["ALS", "ALSConfig", "cuda_available"]
+
+log = logging.getLogger(__name__)
+
+
+class ALSConfig(ModelConfig):
+    """Hyperparameters of `ALS`."""
+
+    #: Latent dimensions.
+    factors: int = Field(default=64, gt=0)
+    #: L2 regularization of user and item factors.
+    regularization: float = Field(default=1.0, ge=0)
+    #: Confidence scale: confidence = 1 + alpha · weight (applied inside implicit).
+    alpha: float = Field(default=1.0, gt=0)
+    #: Training sweeps (each solves users, then items).
+    iterations: int = Field(default=15, gt=0)
+    #: Input weighting before confidence scaling (``bm25`` often helps on skewed data).
+    weighting: Weighting = "none"
+    #: BM25 saturation (``bm25`` weighting only).
+    bm25_k1: float = Field(default=100.0, gt=0)
+    #: BM25 length normalization (``bm25`` weighting only).
+    bm25_b: float = Field(default=0.8, ge=0, le=1)
+    #: Train on a CUDA GPU: None picks it when implicit was built with CUDA and one is present.
+    use_gpu: bool | None = None
+    #: Seed of the factor initialization.
+    random_state: int = 42
+    #: CPU threads for implicit (0: all cores).
+    num_threads: int = Field(default=0, ge=0)
+
+
+def cuda_available() -> bool:
+    """Whether implicit can train on a GPU here."""
+    try:
+        import implicit.gpu
+
+        return bool(implicit.gpu.HAS_CUDA)
+    except ImportError:  # pragma: no cover - implicit is a core dependency
+        return False
+
+
+@register
+class ALS(Recommender):
+    """Matrix factorization for implicit feedback; scores = user factors · item factors.
+
+    A user unknown to the model, or one with history added since training, is folded in:
+    their factors are solved in closed form against the fixed item factors (implicit's
+    ``recalculate_user``), the same least-squares step training uses.
+    """
+
+    name = "als"
+    Config = ALSConfig
+    config: ALSConfig
+
+    def _make_weighter(self) -> Weighter:
+        c = self.config
+        return Weighter(c.weighting, bm25_k1=c.bm25_k1, bm25_b=c.bm25_b)
+
+    def _fit(self, data: InteractionData) -> None:
+        from implicit.als import AlternatingLeastSquares
+
+        c = self.config
+        use_gpu = cuda_available() if c.use_gpu is None else c.use_gpu
+        self.weighter_ = self._make_weighter().fit(data.matrix)
+        x = self.weighter_.transform(data.matrix)
+        # implicit's own threads do the work; a threaded BLAS underneath only contends (and
+        # implicit warns about it when the model is built).
+        with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(
+                factors=c.factors,
+                regularization=c.regularization,
+                alpha=c.alpha,
+                iterations=c.iterations,
+                use_gpu=use_gpu,
+                random_state=c.random_state,
+                num_threads=c.num_threads,
+            )
+            model.fit(x, show_progress=False)
+        if use_gpu:
+            model = model.to_cpu()
+        self.model_ = model
+        self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
+        self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+        self.trained_on_gpu_ = bool(use_gpu)
+
+    def fold_in(self, history: sp.csr_matrix) -> NDArray[np.float32]:
+        """Solve user factors for history rows (n × items) against the item factors."""
+        x = self.weighter_.transform(history)
+        with threadpool_limits(1, "blas"):
+            factors = self.model_.recalculate_user(np.arange(x.shape[0]), x)
+        return np.asarray(factors, dtype=np.float32)
+
+    def _score(
+        self, users: NDArray[np.int64], history: sp.csr_matrix, fold_in: NDArray[np.bool_]
+    ) -> NDArray[np.float32]:
+        factors = self.user_factors_[np.maximum(users, 0)].copy()
+        if fold_in.any():
+            factors[fold_in] = self.fold_in(history[np.flatnonzero(fold_in)])
+        scores: NDArray[np.float32] = factors @ self.item_factors_.T
+        return scores
+
+    def _similar_scores(self, items: NDArray[np.int64]) -> NDArray[np.float32]:
+        v = self.item_factors_
+        norms = np.linalg.norm(v, axis=1)
+        norms[norms == 0] = 1.0
+        unit = (v / norms[:, None]).astype(np.float32)
+        sims: NDArray[np.float32] = unit[items] @ unit.T
+        return sims
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "user_factors": self.user_factors_,
+            "item_factors": self.item_factors_,
+            "weighter": self.weighter_,
+            "trained_on_gpu": self.trained_on_gpu_,
+        }
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        c = self.config
+        self.user_factors_ = state["user_factors"]
+        self.item_factors_ = state["item_factors"]
+        self.weighter_ = state["weighter"]
+        self.trained_on_gpu_ = state["trained_on_gpu"]
+        # Rebuild the CPU solver around the saved factors, for fold-in.
+        with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(
+                factors=c.factors,
+                regularization=c.regularization,
+                alpha=c.alpha,
+                iterations=c.iterations,
+                random_state=c.random_state,
+                num_threads=c.num_threads,
+            )
+        model.user_factors = self.user_factors_
+        model.item_factors = self.item_factors_
+        self.model_ = model

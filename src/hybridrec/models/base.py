@@ -1,0 +1,416 @@
+"""The `Recommender` contract every model implements, and the machinery they share.
+
+Contract (every recommender passes the shared test suite in ``tests/unit/test_contract.py``):
+
+- ``fit(data)`` learns from an `InteractionData` and returns ``self``. Construction does no
+  work; learned state exists only after ``fit`` (or ``load``). Hyperparameters live in a
+  pydantic config (``extra="forbid"``) stored with the model.
+- ``recommend(user_ids, k, *, exclude_seen, filters, history)`` answers a batch of users with
+  a `Recommendations` batch: per user up to ``k`` external item ids with scores, best first.
+  Batch and single-user calls give identical rows.
+
+  * ``exclude_seen`` (default True) drops items in the user's training history and in the
+    extra ``history`` given for the call.
+  * ``filters`` (`ItemFilter`) keeps only allowed items and drops denied ones.
+  * ``history`` maps a user id to item ids (or ``{item_id: weight}``) seen since training.
+    For a user the model knows, it is added to the training history; for a user it does not
+    know, it is the whole history and the model *folds the user in* (e.g. solves ALS user
+    factors against the fixed item factors), so no user with history gets an empty answer.
+    Items in ``history`` that the model does not know are ignored.
+  * A user id that is neither known nor in ``history`` raises `UnknownIdError`.
+  * A user with an empty history gets an empty row from a personalized model (there is
+    nothing to personalize on; the hybrid's fallback chain fills it). Models that do not
+    need a history (popularity) answer everyone.
+  * Rows may hold fewer than ``k`` items when filters or the catalog leave fewer.
+- ``similar_items(item_ids, k)`` returns, per query item, the ``k`` most similar other items;
+  an unknown item raises `UnknownIdError`.
+- ``save(path)`` writes the config and learned state in one file, atomically;
+  ``Recommender.load(path)`` restores a model whose output is identical.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import joblib
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from hybridrec.data.dataset import InteractionData
+from hybridrec.data.vocab import Vocab
+from hybridrec.errors import ConfigError, DataError, HybridrecError, NotFittedError, UnknownIdError
+
+__all__ = [
+    "ItemFilter",
+    "ModelConfig",
+    "Recommendations",
+    "Recommender",
+    "topk_rows",
+]
+
+History = Mapping[Any, Sequence[Any] | Mapping[Any, float]]
+
+# Dense score blocks are chunked so one block stays under this many float32 cells (~256 MB).
+_BLOCK_CELLS = 64_000_000
+_SAVE_FORMAT = 1
+
+
+class ModelConfig(BaseModel):
+    """Base of every model's hyperparameters: unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class ItemFilter:
+    """Business rules applied before ranking.
+
+    Attributes:
+        allow: If given, only these item ids may be recommended.
+        deny: These item ids are never recommended.
+    """
+
+    allow: Sequence[Any] | None = None
+    deny: Sequence[Any] | None = None
+
+    def mask(self, items: Vocab) -> NDArray[np.bool_] | None:
+        """Boolean mask over the item vocabulary (True = may be recommended), or None."""
+        if self.allow is None and self.deny is None:
+            return None
+        keep = np.ones(len(items), dtype=bool)
+        if self.allow is not None:
+            keep[:] = False
+            idx = items.index(list(self.allow), missing="mask")
+            keep[idx[idx >= 0]] = True
+        if self.deny is not None:
+            idx = items.index(list(self.deny), missing="mask")
+            keep[idx[idx >= 0]] = False
+        return keep
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    """A batch of ranked lists.
+
+    Attributes:
+        user_ids: External ids of the query users (or items, for ``similar_items``), shape (n,).
+        indices: Item indices, shape (n, k), best first; -1 pads rows with fewer than k items.
+        scores: Scores aligned with ``indices``; -inf at padding.
+        items: The item vocabulary the indices refer to.
+    """
+
+    user_ids: NDArray[Any]
+    indices: NDArray[np.int64]
+    scores: NDArray[np.float32]
+    items: Vocab
+
+    def __len__(self) -> int:
+        return int(self.user_ids.size)
+
+    def row(self, i: int) -> tuple[NDArray[Any], NDArray[np.float32]]:
+        """External item ids and scores of row ``i``, padding removed."""
+        valid = self.indices[i] >= 0
+        return self.items.lookup(self.indices[i][valid]), self.scores[i][valid]
+
+    def __iter__(self) -> Iterator[tuple[Any, NDArray[Any], NDArray[np.float32]]]:
+        for i in range(len(self)):
+            yield (self.user_ids[i], *self.row(i))
+
+    def to_frame(self, id_column: str = "user_id") -> pl.DataFrame:
+        """Long format: ``user_id, item_id, rank, score`` (rank from 1), padding dropped."""
+        valid = self.indices >= 0
+        rows, cols = np.nonzero(valid)
+        return pl.DataFrame(
+            {
+                id_column: self.user_ids[rows],
+                "item_id": self.items.lookup(self.indices[rows, cols]),
+                "rank": (cols + 1).astype(np.int32),
+                "score": self.scores[rows, cols].astype(np.float64),
+            }
+        )
+
+
+def topk_rows(scores: NDArray[np.floating[Any]], k: int) -> tuple[NDArray[np.int64], NDArray[Any]]:
+    """Top-k per row of a dense score block, best first; -inf (and NaN) cells become padding.
+
+    Ties are broken by item index, also at the k-th place, so results never depend on the
+    partition algorithm: batch and single-user answers and saved/loaded models agree exactly.
+    """
+    n, m = scores.shape
+    kk = min(k, m)
+    out_idx = np.full((n, k), -1, np.int64)
+    out_val = np.full((n, k), -np.inf, np.float32)
+    if kk == 0 or n == 0:
+        return out_idx, out_val
+    scores = np.where(np.isnan(scores), -np.inf, scores)
+    if kk < m:
+        # The k-th largest value per row; everything above it is in, ties at it by index.
+        thr = -np.partition(-scores, kk - 1, axis=1)[:, kk - 1 : kk]
+        above = scores > thr
+        at = scores == thr
+        need = kk - above.sum(axis=1, keepdims=True)
+        chosen = above | (at & (np.cumsum(at, axis=1) <= need))
+        part = np.nonzero(chosen)[1].reshape(n, kk)
+    else:
+        part = np.broadcast_to(np.arange(m), (n, m))
+    top = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -top), axis=1)
+    idx = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    val = np.take_along_axis(top, order, axis=1).astype(np.float32)
+    idx[~np.isfinite(val)] = -1
+    val[idx < 0] = -np.inf
+    out_idx[:, :kk], out_val[:, :kk] = idx, val
+    return out_idx, out_val
+
+
+class Recommender(ABC):
+    """Base class of all recommenders; see the module docstring for the full contract.
+
+    Subclasses set ``name`` and ``Config``, and implement ``_fit`` and ``_score`` (and
+    ``_similar_scores`` for item similarity); the base class owns id mapping, history
+    merging, exclusion, filters, top-k, batching and persistence.
+    """
+
+    name: ClassVar[str] = "base"
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+    #: Whether an empty history makes the model unable to answer (see the contract).
+    needs_history: ClassVar[bool] = True
+
+    def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:
+        if config is not None and params:
+            raise ConfigError("give either a config object or keyword parameters, not both")
+        if config is None:
+            try:
+                config = self.Config(**params)
+            except ValidationError as exc:
+                raise ConfigError(_validation_message(self.name, exc)) from None
+        self.config = config
+        self.users_: Vocab | None = None
+        self.items_: Vocab | None = None
+        self.user_items_: sp.csr_matrix | None = None
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
+        return f"{type(self).__name__}({params})"
+
+    # ---- learning -------------------------------------------------------------------------
+
+    def fit(self, data: InteractionData) -> Self:
+        """Learn from training interactions; returns ``self``."""
+        if data.matrix.nnz == 0:
+            raise DataError("cannot fit on an empty interaction matrix")
+        self.users_ = data.users
+        self.items_ = data.items
+        self.user_items_ = data.matrix.astype(np.float32).tocsr()
+        self._fit(data)
+        return self
+
+    @abstractmethod
+    def _fit(self, data: InteractionData) -> None:
+        """Learn model state from ``data`` (vocabularies are already stored)."""
+
+    @abstractmethod
+    def _score(
+        self, users: NDArray[np.int64], history: sp.csr_matrix, fold_in: NDArray[np.bool_]
+    ) -> NDArray[np.float32]:
+        """Dense scores (len(users) × n_items) for a block of users.
+
+        Args:
+            users: User indices; -1 for users unknown to the model.
+            history: The users' full histories (training rows plus extra history).
+            fold_in: Rows whose representation must be computed from ``history`` (unknown
+                users, or known users with extra history).
+        """
+
+    def _similar_scores(self, items: NDArray[np.int64]) -> NDArray[np.float32]:
+        """Dense similarity (len(items) × n_items) of query items to all items."""
+        raise HybridrecError(f"model {self.name!r} does not support similar_items")
+
+    # ---- answering ------------------------------------------------------------------------
+
+    def _fitted(self) -> tuple[Vocab, Vocab, sp.csr_matrix]:
+        if self.users_ is None or self.items_ is None or self.user_items_ is None:
+            raise NotFittedError(f"model {self.name!r} is not fitted; call fit() or load()")
+        return self.users_, self.items_, self.user_items_
+
+    def _histories(
+        self, user_ids: Sequence[Any] | NDArray[Any], history: History | None
+    ) -> tuple[NDArray[Any], NDArray[np.int64], sp.csr_matrix, NDArray[np.bool_]]:
+        """Resolve users to indices and build their full history rows."""
+        users, items, user_items = self._fitted()
+        ids = users.coerce(np.asarray(user_ids).ravel())
+        idx = users.index(ids, missing="mask")
+        extra = None
+        fold_in = np.zeros(ids.size, dtype=bool)
+        if history:
+            extra, has_extra = _history_matrix(history, ids, users, items)
+            fold_in = has_extra
+        unknown = (idx < 0) & ~fold_in
+        if unknown.any():
+            raise UnknownIdError(
+                "user",
+                [v.item() if isinstance(v, np.generic) else v for v in ids[unknown]],
+                hint="not in the model's training data and no history was given",
+            )
+        rows = user_items[np.maximum(idx, 0)]
+        rows = sp.csr_matrix(rows.multiply((idx >= 0)[:, None]))
+        if extra is not None:
+            rows = rows + extra
+        rows.sum_duplicates()
+        rows.sort_indices()
+        return ids, idx, rows.astype(np.float32), fold_in
+
+    def recommend(
+        self,
+        user_ids: Sequence[Any] | NDArray[Any],
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        filters: ItemFilter | None = None,
+        history: History | None = None,
+    ) -> Recommendations:
+        """Recommend up to ``k`` items to each user; see the module docstring for the rules."""
+        _check_k(k)
+        ids, idx, hist, fold_in = self._histories(user_ids, history)
+        items = self._fitted()[1]
+        allowed = filters.mask(items) if filters else None
+        n_items = len(items)
+        block = max(1, _BLOCK_CELLS // max(n_items, 1))
+        out_idx = np.full((ids.size, k), -1, np.int64)
+        out_val = np.full((ids.size, k), -np.inf, np.float32)
+        empty = np.diff(hist.indptr) == 0
+        for start in range(0, ids.size, block):
+            sl = slice(start, start + block)
+            scores = np.asarray(self._score(idx[sl], hist[sl], fold_in[sl]), dtype=np.float32)
+            if self.needs_history:
+                scores[empty[sl]] = -np.inf
+            if exclude_seen:
+                h = hist[sl]
+                scores[np.repeat(np.arange(h.shape[0]), np.diff(h.indptr)), h.indices] = -np.inf
+            if allowed is not None:
+                scores[:, ~allowed] = -np.inf
+            out_idx[sl], out_val[sl] = topk_rows(scores, k)
+        return Recommendations(ids, out_idx, out_val, items)
+
+    def similar_items(self, item_ids: Sequence[Any] | NDArray[Any], k: int = 10) -> Recommendations:
+        """The ``k`` items most similar to each query item (the item itself excluded)."""
+        _check_k(k)
+        items = self._fitted()[1]
+        ids = items.coerce(np.asarray(item_ids).ravel())
+        idx = items.index(ids)
+        block = max(1, _BLOCK_CELLS // max(len(items), 1))
+        out_idx = np.full((ids.size, k), -1, np.int64)
+        out_val = np.full((ids.size, k), -np.inf, np.float32)
+        for start in range(0, ids.size, block):
+            sl = slice(start, start + block)
+            scores = np.asarray(self._similar_scores(idx[sl]), dtype=np.float32)
+            scores[np.arange(scores.shape[0]), idx[sl]] = -np.inf
+            out_idx[sl], out_val[sl] = topk_rows(scores, k)
+        return Recommendations(ids, out_idx, out_val, items)
+
+    # ---- persistence ----------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        """Learned state beyond vocabularies and the training matrix (override to extend)."""
+        return {}
+
+    def _set_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Restore what `_state` returned."""
+
+    def save(self, path: str | Path) -> Path:
+        """Write config and learned state to ``path`` atomically (temp file + rename)."""
+        users, items, user_items = self._fitted()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": _SAVE_FORMAT,
+            "model": self.name,
+            "config": self.config.model_dump(),
+            "users": users,
+            "items": items,
+            "user_items": user_items,
+            "state": self._state(),
+        }
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            joblib.dump(payload, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recommender:
+        """Load a model saved with `save`; ``Recommender.load`` picks the class by name."""
+        from hybridrec.models.registry import get_model_class
+
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{path}: no saved model there")
+        payload = joblib.load(path)
+        if not isinstance(payload, dict) or payload.get("format") != _SAVE_FORMAT:
+            raise DataError(f"{path}: not a hybridrec model file (or an unsupported format)")
+        klass = get_model_class(payload["model"]) if cls is Recommender else cls
+        model = klass(**payload["config"])
+        model.users_ = payload["users"]
+        model.items_ = payload["items"]
+        model.user_items_ = payload["user_items"]
+        model._set_state(payload["state"])
+        return model
+
+
+def _check_k(k: int) -> None:
+    if not isinstance(k, int | np.integer) or isinstance(k, bool) or k <= 0:
+        raise ConfigError(f"k must be a positive integer (got {k!r})")
+
+
+def _history_matrix(
+    history: History, ids: NDArray[Any], users: Vocab, items: Vocab
+) -> tuple[sp.csr_matrix, NDArray[np.bool_]]:
+    """Extra-history rows aligned with ``ids``, and which rows got any history entry."""
+    rows, cols, vals = [], [], []
+    has = np.zeros(ids.size, dtype=bool)
+    lookup = {(v.item() if isinstance(v, np.generic) else v): i for i, v in enumerate(ids)}
+    for raw_user, entries in history.items():
+        key = users.coerce(np.asarray([raw_user]))[0]
+        key = key.item() if isinstance(key, np.generic) else key
+        pos = lookup.get(key)
+        if pos is None:
+            continue
+        if isinstance(entries, Mapping):
+            item_ids, weights = list(entries.keys()), [float(w) for w in entries.values()]
+        else:
+            item_ids, weights = list(entries), [1.0] * len(entries)
+        if not item_ids:
+            has[pos] = True
+            continue
+        idx = items.index(item_ids, missing="mask")
+        ok = idx >= 0
+        has[pos] = True
+        rows.extend([pos] * int(ok.sum()))
+        cols.extend(idx[ok].tolist())
+        vals.extend(np.asarray(weights)[ok].tolist())
+    m = sp.csr_matrix(
+        (np.asarray(vals, np.float32), (np.asarray(rows, np.int64), np.asarray(cols, np.int64))),
+        shape=(ids.size, len(items)),
+    )
+    return m, has
+
+
+def _validation_message(model: str, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(config)"
+        parts.append(f"{loc}: {err['msg']}")
+    return f"invalid config for model {model!r}: " + "; ".join(parts)

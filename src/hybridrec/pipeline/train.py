@@ -1,0 +1,347 @@
+"""The offline pipeline: prepare data, tune on valid, evaluate on test, train, save.
+
+Every entry point (CLI ``train`` / ``evaluate``, ``make run``, the benchmark) goes through
+these functions, so a number in a report and a model in the store come from the same code.
+"""
+
+from __future__ import annotations
+
+import itertools
+import platform
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from hybridrec import __version__
+from hybridrec.bundle.store import ModelStore
+from hybridrec.config import DataConfig, PipelineConfig, SplitConfig
+from hybridrec.data.dataset import InteractionData
+from hybridrec.data.loaders import RawData, load_dataset, load_files, load_interactions
+from hybridrec.data.split import Split, global_temporal_split, random_split, temporal_split
+from hybridrec.data.transform import deduplicate, kcore_filter, to_implicit
+from hybridrec.evaluation.evaluator import Evaluator, ModelReport
+from hybridrec.models.base import Recommender
+from hybridrec.models.registry import create_model
+
+__all__ = [
+    "PreparedData",
+    "TrainResult",
+    "evaluate_pipeline",
+    "fingerprint",
+    "fit_model",
+    "prepare_data",
+    "preprocess",
+    "split_data",
+    "train_pipeline",
+    "tune_model",
+]
+
+BASELINE = "popularity"
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Implicit interactions ready for splitting, with the catalog and user table."""
+
+    name: str
+    interactions: pl.DataFrame
+    items: pl.DataFrame | None = None
+    users: pl.DataFrame | None = None
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` produced."""
+
+    version: str
+    path: Path
+    reports: list[ModelReport] = field(default_factory=list)
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    default_model: str = ""
+
+
+def preprocess(df: pl.DataFrame, cfg: DataConfig) -> pl.DataFrame:
+    """Explicit → implicit, deduplicate, then k-core filter, as the data config says."""
+    df = to_implicit(df, mode=cfg.implicit, min_rating=cfg.min_rating)
+    df = deduplicate(df, cfg.dedup)
+    if cfg.min_user_interactions > 1 or cfg.min_item_interactions > 1:
+        df = kcore_filter(
+            df, min_user=cfg.min_user_interactions, min_item=cfg.min_item_interactions
+        )
+    return df
+
+
+def load_raw(cfg: DataConfig, *, data_home: str | Path | None = None) -> RawData:
+    """Load the configured source: a registered dataset or files."""
+    if cfg.source == "files":
+        assert cfg.interactions is not None  # checked when the config was loaded
+        return load_files(cfg.interactions, cfg.items, cfg.users, columns=cfg.columns or None)
+    return load_dataset(cfg.source, data_home=data_home)
+
+
+def prepare_data(
+    cfg: DataConfig,
+    *,
+    data_home: str | Path | None = None,
+    interactions: str | Path | None = None,
+) -> PreparedData:
+    """Load and preprocess; ``interactions`` (a file) overrides the configured source."""
+    if interactions is not None:
+        df = load_interactions(interactions, cfg.columns or None)
+        raw = RawData(name=Path(interactions).name, interactions=df, items=None, users=None)
+    else:
+        raw = load_raw(cfg, data_home=data_home)
+    return PreparedData(raw.name, preprocess(raw.interactions, cfg), raw.items, raw.users)
+
+
+def split_data(df: pl.DataFrame, cfg: SplitConfig) -> Split:
+    """Split interactions as the split config says."""
+    if cfg.method == "random":
+        return random_split(df, valid=cfg.valid, test=cfg.test, seed=cfg.seed)
+    if cfg.method == "temporal":
+        return temporal_split(df, test=cfg.test, valid=cfg.valid, leave_last_n=cfg.leave_last_n)
+    return global_temporal_split(df, cutoff=cfg.cutoff, test=cfg.test, valid=cfg.valid)
+
+
+def fingerprint(df: pl.DataFrame) -> dict[str, Any]:
+    """Row/user/item counts, time range and a content hash of an interactions table."""
+    ts = df["timestamp"].drop_nulls()
+    digest = df.select("user_id", "item_id", "weight", "timestamp").hash_rows(seed=0).sum()
+    return {
+        "rows": df.height,
+        "users": df["user_id"].n_unique(),
+        "items": df["item_id"].n_unique(),
+        "time_min": int(ts.min()) if ts.len() else None,  # type: ignore[arg-type]
+        "time_max": int(ts.max()) if ts.len() else None,  # type: ignore[arg-type]
+        "hash": f"{int(digest or 0) & (2**64 - 1):016x}",
+    }
+
+
+def fit_model(
+    name: str, params: dict[str, Any], data: InteractionData
+) -> tuple[Recommender, float]:
+    """Create and fit model ``name``; returns it and the seconds ``fit`` took."""
+    model: Recommender = create_model(name, params)
+    start = time.perf_counter()
+    model.fit(data)
+    return model, time.perf_counter() - start
+
+
+def _grid(tune: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    keys = list(tune)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*tune.values())]
+
+
+def tune_model(
+    model: str,
+    params: dict[str, Any],
+    grid: dict[str, list[Any]],
+    train: InteractionData,
+    evaluator: Evaluator,
+    *,
+    target: str,
+    progress: Progress | None = None,
+) -> tuple[dict[str, Any], list[tuple[dict[str, Any], float]]]:
+    """Grid search on the validation split; returns the best params and every trial."""
+    trials: list[tuple[dict[str, Any], float]] = []
+    candidates = _grid(grid)
+    task = progress.add_task(f"tune {model}", total=len(candidates)) if progress else None
+    for candidate in candidates:
+        trial = params | candidate
+        fitted, _ = fit_model(model, trial, train)
+        score = evaluator.evaluate(fitted).metrics[target]
+        trials.append((trial, score))
+        if progress is not None and task is not None:
+            progress.advance(task)
+    best = max(trials, key=lambda t: t[1])[0]
+    return best, trials
+
+
+@contextmanager
+def _progress(console: Console | None) -> Iterator[Progress]:
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console or Console(stderr=True),
+        transient=True,
+        disable=console is None,
+    )
+    with progress:
+        yield progress
+
+
+def evaluate_pipeline(
+    cfg: PipelineConfig,
+    split: Split,
+    *,
+    items: pl.DataFrame | None = None,
+    console: Console | None = None,
+) -> tuple[list[ModelReport], dict[str, dict[str, Any]]]:
+    """Tune every model on valid (where it has a grid), refit, and evaluate on test.
+
+    Popularity is always evaluated, as the baseline every table includes.
+
+    Returns:
+        The test reports (config order, popularity first when added) and the chosen params.
+    """
+    specs = cfg.enabled_models()
+    names = list(specs)
+    if not any(spec.model == BASELINE for spec in specs.values()):
+        names.insert(0, BASELINE)
+    ev = cfg.evaluation
+    eval_kw: dict[str, Any] = {"ks": ev.k, "cold_below": ev.cold_below, "hot_from": ev.hot_from}
+    train = InteractionData.from_frame(split.train, items_table=items)
+    valid_eval = (
+        Evaluator(train, split.valid, **eval_kw)
+        if split.valid is not None and split.valid.height
+        else None
+    )
+    fit_df = split.train_valid() if cfg.refit_on_valid else split.train
+    fit_data = InteractionData.from_frame(fit_df, items_table=items)
+    test_eval = Evaluator(fit_data, split.test, **eval_kw)
+    reports: list[ModelReport] = []
+    chosen: dict[str, dict[str, Any]] = {}
+    with _progress(console) as progress:
+        task = progress.add_task("evaluate", total=len(names))
+        for name in names:
+            spec = specs.get(name)
+            model_name = spec.model if spec else BASELINE
+            params = dict(spec.params) if spec else {}
+            if spec and spec.tune and valid_eval is not None:
+                params, _ = tune_model(
+                    model_name,
+                    params,
+                    spec.tune,
+                    train,
+                    valid_eval,
+                    target=ev.target,
+                    progress=progress,
+                )
+            model, seconds = fit_model(model_name, params, fit_data)
+            reports.append(test_eval.evaluate(model, name, fit_seconds=seconds))
+            chosen[name] = params
+            progress.advance(task)
+    return reports, chosen
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "hybridrec": __version__}
+    for pkg in ("numpy", "scipy", "polars", "implicit", "joblib"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def train_pipeline(
+    cfg: PipelineConfig,
+    model_dir: str | Path,
+    *,
+    data_home: str | Path | None = None,
+    train_path: str | Path | None = None,
+    valid_path: str | Path | None = None,
+    promote: bool = True,
+    evaluate: bool = True,
+    console: Console | None = None,
+) -> TrainResult:
+    """Train the configured models and write them as a new version of the model store.
+
+    With the configured data source: split, tune on valid, evaluate on test (the report
+    stored in the manifest), then fit the final models on *all* the data. With
+    ``train_path`` (and optionally ``valid_path``): tune and evaluate on the valid file,
+    then fit on train + valid.
+
+    A failure anywhere leaves the store as it was: the new version is written aside and
+    ``current`` moves only when it is complete.
+    """
+    reports: list[ModelReport] = []
+    if train_path is not None:
+        prepared = prepare_data(cfg.data, data_home=data_home, interactions=train_path)
+        items = None
+        final_df = prepared.interactions
+        chosen = {name: dict(spec.params) for name, spec in cfg.enabled_models().items()}
+        if valid_path is not None:
+            valid = prepare_data(cfg.data, interactions=valid_path).interactions
+            split = Split(train=prepared.interactions, test=valid, valid=valid)
+            if evaluate:
+                reports, chosen = evaluate_pipeline(
+                    cfg.model_copy(update={"refit_on_valid": False}), split, console=console
+                )
+            final_df = pl.concat([prepared.interactions, valid])
+    else:
+        prepared = prepare_data(cfg.data, data_home=data_home)
+        items = prepared.items
+        final_df = prepared.interactions
+        chosen = {name: dict(spec.params) for name, spec in cfg.enabled_models().items()}
+        if evaluate:
+            split = split_data(prepared.interactions, cfg.split)
+            reports, chosen = evaluate_pipeline(cfg, split, items=items, console=console)
+
+    target = cfg.evaluation.target
+    names = [n for n in chosen if n in cfg.enabled_models()] or list(chosen)
+    scored = {r.name: r.metrics.get(target, float("-inf")) for r in reports}
+    default_model = max(names, key=lambda n: scored.get(n, float("-inf"))) if scored else names[0]
+    final = InteractionData.from_frame(final_df, items_table=items)
+
+    def write(path: Path) -> dict[str, Any]:
+        (path / "models").mkdir()
+        models: dict[str, Any] = {}
+        with _progress(console) as progress:
+            task = progress.add_task("train", total=len(names))
+            for name in names:
+                spec = cfg.models.get(name)
+                model_name = spec.model if spec else name
+                model, seconds = fit_model(model_name, chosen[name], final)
+                model.save(path / "models" / f"{name}.joblib")
+                models[name] = {
+                    "model": model_name,
+                    "params": model.config.model_dump(),
+                    "fit_seconds": round(seconds, 3),
+                    "file": f"models/{name}.joblib",
+                }
+                progress.advance(task)
+        if items is not None:
+            items.write_parquet(path / "items.parquet")
+        return {
+            "format": 1,
+            "code_version": _git_sha(),
+            "libraries": _library_versions(),
+            "config": cfg.model_dump(mode="json"),
+            "data": {"source": prepared.name, **fingerprint(final_df)},
+            "models": models,
+            "default_model": default_model,
+            "metrics": {r.name: r.to_dict() for r in reports},
+            "evaluation": {"target": target, "split": cfg.split.model_dump(mode="json")},
+        }
+
+    store = ModelStore(model_dir)
+    version = store.write_version(write, promote=promote)
+    return TrainResult(version, store.root / version, reports, chosen, default_model)

@@ -1,0 +1,167 @@
+"""Tests for hybridrec.data.transform: implicit conversion, deduplication, k-core."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from hybridrec.data.transform import deduplicate, kcore_filter, to_implicit
+from hybridrec.errors import ConfigError, DataError
+
+
+def frame(users, items, weights=None, timestamps=None, events=None) -> pl.DataFrame:
+    n = len(users)
+    return pl.DataFrame(
+        {
+            "user_id": users,
+            "item_id": items,
+            "weight": [1.0] * n if weights is None else [float(w) for w in weights],
+            "timestamp": [None] * n if timestamps is None else timestamps,
+            "event_type": ["rating"] * n if events is None else events,
+        },
+        schema_overrides={"timestamp": pl.Int64},
+    )
+
+
+@pytest.fixture
+def ratings() -> pl.DataFrame:
+    return frame([1, 1, 2, 2, 3], [10, 20, 10, 30, 20], weights=[5, 3.5, 4, 1, 2])
+
+
+# --- to_implicit ------------------------------------------------------------------------------
+
+
+def test_threshold_keeps_at_least_min_rating_as_one(ratings):
+    out = to_implicit(ratings, mode="threshold", min_rating=4.0)
+    assert out.select("user_id", "item_id").rows() == [(1, 10), (2, 10)]  # 4.0 itself kept
+    assert out["weight"].to_list() == [1.0, 1.0]
+    assert out.columns == ratings.columns
+
+
+def test_confidence_keeps_ratings(ratings):
+    out = to_implicit(ratings, mode="confidence", min_rating=3.5)
+    assert out["weight"].to_list() == [5.0, 3.5, 4.0]
+    assert to_implicit(ratings, mode="confidence")["weight"].to_list() == [5, 3.5, 4, 1, 2]
+
+
+def test_binary_and_keep(ratings):
+    out = to_implicit(ratings, mode="binary", min_rating=100)  # binary ignores the threshold
+    assert out.height == ratings.height
+    assert out["weight"].to_list() == [1.0] * 5
+    assert to_implicit(ratings, mode="keep").equals(ratings)
+
+
+def test_threshold_without_min_rating_is_config_error(ratings):
+    with pytest.raises(ConfigError, match="min_rating"):
+        to_implicit(ratings, mode="threshold")
+
+
+def test_unknown_mode_is_config_error(ratings):
+    with pytest.raises(ConfigError, match="unknown implicit mode 'nope'"):
+        to_implicit(ratings, mode="nope", min_rating=1.0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["threshold", "confidence"])
+def test_nothing_left_is_data_error(ratings, mode):
+    with pytest.raises(DataError, match="no interactions left"):
+        to_implicit(ratings, mode=mode, min_rating=5.5)
+
+
+# --- deduplicate ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def repeated() -> pl.DataFrame:
+    # (1, 10) three times, out of time order; (2, 10) once; (1, 20) twice with a tie.
+    return frame(
+        [1, 2, 1, 1, 1, 1],
+        [10, 10, 10, 10, 20, 20],
+        weights=[2, 7, 5, 1, 3, 4],
+        timestamps=[200, 50, 300, 100, 10, 10],
+        events=["b", "x", "c", "a", "p", "q"],
+    )
+
+
+def cell(df: pl.DataFrame, user: int, item: int) -> dict:
+    rows = df.filter((pl.col("user_id") == user) & (pl.col("item_id") == item))
+    assert rows.height == 1
+    return rows.row(0, named=True)
+
+
+@pytest.mark.parametrize(
+    ("how", "w10", "w20"),
+    [("last", 5.0, 4.0), ("first", 1.0, 3.0), ("sum", 8.0, 7.0), ("max", 5.0, 4.0)],
+)
+def test_dedup_strategies(repeated, how, w10, w20):
+    out = deduplicate(repeated, how=how)
+    assert out.height == 3
+    assert out.columns == repeated.columns
+    assert out.schema == repeated.schema
+    assert cell(out, 1, 10)["weight"] == w10
+    assert cell(out, 1, 20)["weight"] == w20
+    assert cell(out, 2, 10)["weight"] == 7.0
+    assert cell(out, 1, 10)["timestamp"] == 300  # latest timestamp kept
+    assert cell(out, 1, 10)["event_type"] == "c"
+
+
+def test_dedup_last_vs_first_differ_from_max():
+    df = frame([1, 1], [1, 1], weights=[9, 2], timestamps=[1, 2])
+    assert deduplicate(df, "last")["weight"].to_list() == [2.0]
+    assert deduplicate(df, "first")["weight"].to_list() == [9.0]
+    assert deduplicate(df, "max")["weight"].to_list() == [9.0]
+
+
+def test_dedup_null_timestamps_fall_back_to_row_order():
+    df = frame([1, 1, 1], [1, 1, 1], weights=[1, 2, 3])
+    assert deduplicate(df, "last")["weight"].to_list() == [3.0]
+    assert deduplicate(df, "first")["weight"].to_list() == [1.0]
+
+
+def test_dedup_no_duplicates_keeps_all_rows(ratings):
+    out = deduplicate(ratings)
+    assert out.sort("user_id", "item_id").equals(ratings.sort("user_id", "item_id"))
+
+
+def test_dedup_unknown_how():
+    with pytest.raises(ConfigError, match="unknown dedup"):
+        deduplicate(frame([1], [1]), how="mean")  # type: ignore[arg-type]
+
+
+# --- kcore_filter -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def chain() -> pl.DataFrame:
+    # Round 1: item 6 (1 user) goes, then user 4 (now 1 item) goes. That leaves item 5 with
+    # one user, so round 2 removes item 5 and then user 3, after which all counts are >= 2.
+    return frame([1, 1, 2, 2, 3, 3, 4, 4], [1, 2, 1, 2, 2, 5, 5, 6])
+
+
+def test_kcore_iterates_until_stable(chain):
+    out = kcore_filter(chain, min_user=2, min_item=2)
+    assert sorted(out.select("user_id", "item_id").rows()) == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert out.group_by("user_id").len()["len"].min() >= 2
+    assert out.group_by("item_id").len()["len"].min() >= 2
+
+
+def test_kcore_one_round_is_not_enough(chain):
+    once = kcore_filter(chain, min_user=2, min_item=2, max_rounds=1)
+    # The single-round result still has an item with one interaction: not a 2-core.
+    assert once.group_by("item_id").len()["len"].min() < 2
+    assert once.height > kcore_filter(chain, min_user=2, min_item=2).height
+
+
+def test_kcore_defaults_keep_everything(chain):
+    assert kcore_filter(chain).equals(chain)
+
+
+def test_kcore_user_only():
+    df = frame([1, 1, 1, 2, 3, 3], [1, 2, 3, 1, 1, 2])
+    out = kcore_filter(df, min_user=2)
+    assert sorted(out["user_id"].unique().to_list()) == [1, 3]
+    assert out.height == 5
+
+
+def test_kcore_nothing_left_is_data_error(chain):
+    with pytest.raises(DataError, match=r"min_user=5, min_item=5"):
+        kcore_filter(chain, min_user=5, min_item=5)
