@@ -113,9 +113,10 @@ def test_planted_pattern_recovered(fitted, planted_data, planted, planted_spec):
         for uid, items, scores in recs:
             assert items.tolist() == expected, f"user {uid}"
             np.testing.assert_allclose(scores, [counts[i] for i in expected])
-        # With exclusion, the most popular items the user has not seen, same counts.
-        for uid, _items, scores in fitted.recommend(users[:30], k=5):
+        # With exclusion, the most popular items the user has not seen (ties by item id).
+        for uid, items, scores in fitted.recommend(users[:30], k=5):
             want = most_popular(counts, 5, exclude=seen_items(planted_data, uid))
+            assert items.tolist() == want, f"user {uid}"
             np.testing.assert_allclose(scores, [counts[i] for i in want], err_msg=f"user {uid}")
 
 

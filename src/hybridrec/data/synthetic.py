@@ -70,13 +70,24 @@ def random_matrix(
 ) -> sp.csr_matrix:
     """A random users × items CSR of ones with Zipf-like item popularity, for benchmarks.
 
-    Duplicates are summed, so the stored count can fall slightly short of ``nnz``.
+    Holds exactly ``nnz`` distinct cells: repeated draws are topped up until there are
+    enough (``nnz`` must leave room: at most half the cells).
     """
+    if nnz > n_users * n_items // 2:
+        raise ValueError(f"nnz={nnz} is too dense for {n_users}×{n_items}")
     rng = np.random.default_rng(seed)
-    rows = rng.integers(0, n_users, size=nnz)
     p = 1.0 / np.arange(1, n_items + 1) ** skew
-    cols = rng.choice(n_items, size=nnz, p=p / p.sum())
-    m = sp.csr_matrix((np.ones(nnz, dtype=np.float32), (rows, cols)), shape=(n_users, n_items))
-    m.sum_duplicates()
-    m.data[:] = 1.0
+    p /= p.sum()
+    keys = np.empty(0, dtype=np.int64)
+    while keys.size < nnz:
+        draw = int((nnz - keys.size) * 1.3) + 1000
+        rows = rng.integers(0, n_users, size=draw, dtype=np.int64)
+        cols = rng.choice(n_items, size=draw, p=p)
+        keys = np.unique(np.concatenate([keys, rows * n_items + cols]))
+    keys = np.sort(rng.choice(keys, size=nnz, replace=False))
+    m = sp.csr_matrix(
+        (np.ones(nnz, dtype=np.float32), (keys // n_items, keys % n_items)),
+        shape=(n_users, n_items),
+    )
+    m.sort_indices()
     return m

@@ -13,6 +13,7 @@ from threadpoolctl import threadpool_limits
 
 from hybridrec.data.dataset import InteractionData
 from hybridrec.data.matrix import Weighter, Weighting
+from hybridrec.errors import ConfigError
 from hybridrec.models.base import ModelConfig, Recommender
 from hybridrec.models.registry import register
 
@@ -28,7 +29,9 @@ class ALSConfig(ModelConfig):
     factors: int = Field(default=64, gt=0)
     #: L2 regularization of user and item factors.
     regularization: float = Field(default=1.0, ge=0)
-    #: Confidence scale: confidence = 1 + alpha · weight (applied inside implicit).
+    #: Confidence of an observed (user, item): alpha · weight; unobserved cells have 1
+    #: (implicit's convention; the paper's 1 + alpha · w is ``weighting = "confidence"``
+    #: with alpha = 1 here).
     alpha: float = Field(default=1.0, gt=0)
     #: Training sweeps (each solves users, then items).
     iterations: int = Field(default=15, gt=0)
@@ -77,6 +80,11 @@ class ALS(Recommender):
         from implicit.als import AlternatingLeastSquares
 
         c = self.config
+        if c.use_gpu and not cuda_available():
+            raise ConfigError(
+                "als: use_gpu = true, but implicit has no usable CUDA GPU here; "
+                "set use_gpu = false, or leave it unset to pick the GPU only when present"
+            )
         use_gpu = cuda_available() if c.use_gpu is None else c.use_gpu
         self.weighter_ = self._make_weighter().fit(data.matrix)
         x = self.weighter_.transform(data.matrix)

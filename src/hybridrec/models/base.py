@@ -361,6 +361,11 @@ class Recommender(ABC):
         payload = joblib.load(path)
         if not isinstance(payload, dict) or payload.get("format") != _SAVE_FORMAT:
             raise DataError(f"{path}: not a hybridrec model file (or an unsupported format)")
+        if cls is not Recommender and payload.get("model") != cls.name:
+            raise DataError(
+                f"{path}: holds a {payload.get('model')!r} model, not {cls.name!r} "
+                "(Recommender.load picks the class by itself)"
+            )
         klass = get_model_class(payload["model"]) if cls is Recommender else cls
         model = klass(**payload["config"])
         model.users_ = payload["users"]
