@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hybridrec.errors import DataError, HybridrecError
@@ -44,10 +45,11 @@ def _friendly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except HybridrecError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except (OSError, MemoryError) as exc:
-            err.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", soft_wrap=True)
+            msg = escape(f"{type(exc).__name__}: {exc}")
+            err.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

@@ -177,6 +177,7 @@ def load_config(path: str | Path | None) -> PipelineConfig:
         loc = ".".join(str(p) for p in err["loc"])
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ConfigError(f"{path}: {loc}: {err['msg']}{more}") from None
+    _check_models(cfg, path)
     if cfg.data.source == "files" and cfg.data.interactions is None:
         raise ConfigError(f"{path}: data.source = 'files' needs data.interactions")
     base = path.parent
@@ -189,3 +190,30 @@ def load_config(path: str | Path | None) -> PipelineConfig:
         }
     )
     return cfg.model_copy(update={"data": data})
+
+
+def _check_models(cfg: PipelineConfig, path: Path) -> None:
+    """Validate every model name and hyperparameter now, before any data is loaded."""
+    from hybridrec.models.registry import get_model_class
+
+    for name, spec in cfg.models.items():
+        try:
+            klass = get_model_class(spec.model)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: [models.{name}]: {exc}") from None
+        fields = klass.Config.model_fields
+        for key in [*spec.params, *spec.tune]:
+            if key not in fields:
+                raise ConfigError(
+                    f"{path}: [models.{name}]: unknown hyperparameter {key!r}; "
+                    f"valid: {', '.join(fields)}"
+                )
+        try:
+            klass.Config(**spec.params)
+            for key, values in spec.tune.items():
+                for value in values:
+                    klass.Config(**(spec.params | {key: value}))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise ConfigError(f"{path}: [models.{name}] {loc}: {err['msg']}") from None

@@ -596,7 +596,7 @@ def test_config_file_not_found(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("toml", "pattern"),
     [
-        ("[models.als]\nfactorz = 3\n", r"'als'.*factorz"),
+        ("[models.als]\nfactorz = 3\n", r"models\.als\].*'factorz'"),
         ("[modelz.als]\nfactors = 3\n", r"modelz"),
         ("[data]\nsorce = 'files'\n", r"data\.sorce"),
     ],

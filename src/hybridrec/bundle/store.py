@@ -40,6 +40,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -121,7 +122,10 @@ class ModelStore:
         try:
             manifest = write(tmp)
             manifest = {"version": version, "created_at": now.isoformat(), **manifest}
-            (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+            text = json.dumps(manifest, indent=2, default=str, allow_nan=False)
+            (tmp / _MANIFEST).write_text(text, encoding="utf-8")
+            # mkdtemp makes the directory private; a serving process may run as another user.
+            tmp.chmod(0o755)
             os.replace(tmp, self.root / version)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -147,6 +147,8 @@ def validate_interactions(df: pl.DataFrame, source: str = "interactions") -> pl.
     event_type = DEFAULT_EVENT_TYPE
     if "weight" not in df.columns:
         if "rating" in df.columns:
+            # Check under the file's own column name, so errors name what the user wrote.
+            df = _to_float(df, "rating", source)
             df = df.with_columns(pl.col("rating").alias("weight"))
             event_type = "rating"
         else:

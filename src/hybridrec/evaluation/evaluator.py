@@ -56,13 +56,23 @@ class ModelReport:
     params: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """Flat JSON-ready dict: metrics, timings, users and segments."""
+        """Flat JSON-ready dict: metrics, timings, users and segments (NaN becomes None)."""
         out: dict[str, Any] = dict(self.metrics)
         out["users"] = self.n_users
         out["fit_seconds"] = self.fit_seconds
         out["eval_seconds"] = self.eval_seconds
         out["segments"] = self.segments
-        return out
+        clean: dict[str, Any] = _strict_json(out)
+        return clean
+
+
+def _strict_json(value: Any) -> Any:
+    """NaN (an empty segment's mean) as None, so the result is valid strict JSON."""
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value
 
 
 class Evaluator:

@@ -129,9 +129,13 @@ class Recommendations:
         """Long format: ``user_id, item_id, rank, score`` (rank from 1), padding dropped."""
         valid = self.indices >= 0
         rows, cols = np.nonzero(valid)
+        ids = self.user_ids
+        if ids.dtype.kind == "O":
+            # Known integer ids next to new text ids: one column type, text.
+            ids = ids.astype(str)
         return pl.DataFrame(
             {
-                id_column: self.user_ids[rows],
+                id_column: ids[rows],
                 "item_id": self.items.lookup(self.indices[rows, cols]),
                 "rank": (cols + 1).astype(np.int32),
                 "score": self.scores[rows, cols].astype(np.float64),
