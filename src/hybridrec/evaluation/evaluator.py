@@ -101,10 +101,10 @@ class Evaluator:
         self.train = train
         self.ks = sorted(set(int(k) for k in ks))
         pairs = test.select("user_id", "item_id").unique()
-        user_ids = np.unique(pairs["user_id"].to_numpy())
+        test_users = pairs["user_id"].to_numpy()
+        user_ids = np.unique(test_users)
         self.user_ids = user_ids
-        pos = {u: i for i, u in enumerate(user_ids.tolist())}
-        rows = np.asarray([pos[u] for u in pairs["user_id"].to_list()], dtype=np.int64)
+        rows = np.searchsorted(user_ids, test_users).astype(np.int64)
         cols = train.items.index(pairs["item_id"].to_numpy(), missing="mask")
         # Unknown held-out items still count as relevant: they cannot be hit, but divide.
         self.n_relevant = np.bincount(rows, minlength=user_ids.size).astype(np.int64)
