@@ -110,8 +110,11 @@ def plot_reports(
     width = 0.8 / len(SEGMENTS)
     for j, seg in enumerate(SEGMENTS):
         vals = [r.segments.get(seg, {}).get(f"{metric}@{k0}", 0.0) for r in reports]
-        vals = [0.0 if math.isnan(v) else v for v in vals]
-        axes[1].bar([i + j * width for i in range(len(names))], vals, width, label=seg)
+        vals = [0.0 if v is None or math.isnan(v) else v for v in vals]
+        # Small segments are noisy: the legend says how many users stand behind each bar.
+        users = int(reports[0].segments.get(seg, {}).get("users", 0)) if reports else 0
+        label = f"{seg} ({users} users)"
+        axes[1].bar([i + j * width for i in range(len(names))], vals, width, label=label)
     axes[1].set_xticks([i + width for i in range(len(names))], names)
     axes[1].set_title(f"{metric}@{k0} by user segment")
     axes[1].legend()
