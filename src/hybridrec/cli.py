@@ -30,6 +30,12 @@ app = typer.Typer(
 )
 datasets_app = typer.Typer(help="Built-in datasets.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
+bundle_app = typer.Typer(
+    help="Model bundles and the model store: save, verify, info, list, promote, rollback, "
+    "import, prune.",
+    no_args_is_help=True,
+)
+app.add_typer(bundle_app, name="bundle")
 
 # Tables are wide; when piped (no terminal to size them by) keep them whole.
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -69,6 +75,24 @@ ModelDirOpt = Annotated[
 VersionOpt = Annotated[
     str | None, typer.Option("--version", help="Version to read (default: current).")
 ]
+CompressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--compress",
+        help="Compress bundle files: zlib, gzip, xz or lz4, optionally with ':LEVEL' "
+        "(default: the config's [bundle] compress, normally none = memory-mappable).",
+    ),
+]
+CompressLevelOpt = Annotated[
+    int | None, typer.Option("--compress-level", help="Compression level 1-9.")
+]
+Float32Opt = Annotated[
+    bool | None,
+    typer.Option("--float32/--no-float32", help="Store float64 arrays as float32 (half size)."),
+]
+PromoteOpt = Annotated[
+    bool, typer.Option("--promote/--no-promote", help="Make the new version current.")
+]
 
 
 def _write_table(df: pl.DataFrame, path: Path) -> None:
@@ -98,12 +122,13 @@ def train(
         typer.Option("--valid", help="Validation interactions for tuning and the report."),
     ] = None,
     model_dir: ModelDirOpt = Path("models"),
-    promote: Annotated[
-        bool, typer.Option("--promote/--no-promote", help="Make the new version current.")
-    ] = True,
+    promote: PromoteOpt = True,
     evaluate: Annotated[
         bool, typer.Option("--evaluate/--no-evaluate", help="Hold out, tune and report first.")
     ] = True,
+    compress: CompressOpt = None,
+    compress_level: CompressLevelOpt = None,
+    float32: Float32Opt = None,
     data_home: Annotated[Path | None, typer.Option(envvar="HYBRIDREC_DATA_HOME")] = None,
 ) -> None:
     """Train the configured models and save them as a new version in the model store."""
@@ -114,6 +139,7 @@ def train(
     if valid_path is not None and train_path is None:
         raise DataError("--valid needs --train")
     cfg = load_config(config)
+    options = _bundle_options(cfg.bundle, compress, compress_level, float32)
     start = time.perf_counter()
     result = train_pipeline(
         cfg,
@@ -123,6 +149,7 @@ def train(
         valid_path=valid_path,
         promote=promote,
         evaluate=evaluate,
+        bundle_options=options,
         console=err,
     )
     if result.reports:
@@ -134,6 +161,15 @@ def train(
         f"saved version [bold]{result.version}[/bold] ({state}) in {model_dir} "
         f"— default model: {result.default_model} — {time.perf_counter() - start:.1f}s"
     )
+
+
+def _bundle_options(cfg: Any, compress: str | None, level: int | None, float32: bool | None) -> Any:
+    """Bundle options from the config's [bundle] section, overridden by CLI flags."""
+    from hybridrec.bundle import BundleOptions, Compression
+
+    spec = compress if compress is not None else cfg.compress
+    lvl = level if level is not None else (cfg.compress_level if compress is None else None)
+    return BundleOptions(Compression.parse(spec, lvl), cfg.float32 if float32 is None else float32)
 
 
 @app.command()
@@ -150,33 +186,40 @@ def evaluate(
         OutputFormat, typer.Option("--format", help="table or json.")
     ] = OutputFormat.table,
     plot: Annotated[Path | None, typer.Option(help="Also write a PNG chart here.")] = None,
+    model_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--model-dir",
+            help="Score the models of a trained version on --test instead of training.",
+        ),
+    ] = None,
+    version: VersionOpt = None,
     data_home: Annotated[Path | None, typer.Option(envvar="HYBRIDREC_DATA_HOME")] = None,
 ) -> None:
-    """Evaluate every configured model (and popularity) on held-out data."""
+    """Evaluate every configured model (and popularity) on held-out data.
+
+    With --model-dir, the stored models of the current version (or --version) are scored
+    on --test as they are, without training.
+    """
     from hybridrec.config import load_config
-    from hybridrec.data.split import Split
     from hybridrec.evaluation.report import (
         comparison_table,
         plot_reports,
         reports_to_json,
         segment_table,
     )
-    from hybridrec.pipeline.train import evaluate_pipeline, prepare_data, split_data
 
-    if (train_path is None) != (test_path is None):
-        raise DataError("--train and --test go together")
-    cfg = load_config(config)
     progress = err if output_format is OutputFormat.table else None
-    if train_path is not None and test_path is not None:
-        train_df = prepare_data(cfg.data, interactions=train_path).interactions
-        test_df = prepare_data(cfg.data, interactions=test_path).interactions
-        split = Split(train=train_df, test=test_df)
-        items = None
-    else:
-        prepared = prepare_data(cfg.data, data_home=data_home)
-        split, items = split_data(prepared.interactions, cfg.split), prepared.items
     start = time.perf_counter()
-    reports, _ = evaluate_pipeline(cfg, split, items=items, console=progress)
+    if model_dir is not None:
+        if test_path is None or train_path is not None:
+            raise DataError("--model-dir takes --test (and no --train: the models are trained)")
+        cfg, reports = _evaluate_stored(model_dir, version, test_path, config)
+    else:
+        if (train_path is None) != (test_path is None):
+            raise DataError("--train and --test go together")
+        cfg = load_config(config)
+        reports = _evaluate_config(cfg, train_path, test_path, data_home, progress)
     total = time.perf_counter() - start
     if output_format is OutputFormat.json:
         sys.stdout.write(reports_to_json(reports) + "\n")
@@ -186,6 +229,43 @@ def evaluate(
         out.print(f"{len(reports)} models, {reports[0].n_users} test users, {total:.1f}s")
     if plot is not None:
         plot_reports(reports, plot, ks=cfg.evaluation.k)
+
+
+def _evaluate_config(
+    cfg: Any,
+    train_path: Path | None,
+    test_path: Path | None,
+    data_home: Path | None,
+    progress: Console | None,
+) -> list[Any]:
+    from hybridrec.data.split import Split
+    from hybridrec.pipeline.train import evaluate_pipeline, prepare_data, split_data
+
+    if train_path is not None and test_path is not None:
+        train_df = prepare_data(cfg.data, interactions=train_path).interactions
+        test_df = prepare_data(cfg.data, interactions=test_path).interactions
+        split = Split(train=train_df, test=test_df)
+        items = None
+    else:
+        prepared = prepare_data(cfg.data, data_home=data_home)
+        split, items = split_data(prepared.interactions, cfg.split), prepared.items
+    reports, _ = evaluate_pipeline(cfg, split, items=items, console=progress)
+    return reports
+
+
+def _evaluate_stored(
+    model_dir: Path, version: str | None, test_path: Path, config: Path | None
+) -> tuple[Any, list[Any]]:
+    """Score a stored version's models on a test file, preprocessed as at training."""
+    from hybridrec.config import PipelineConfig, load_config
+    from hybridrec.pipeline.artifacts import load_pipeline
+    from hybridrec.pipeline.train import evaluate_fitted, prepare_data
+
+    bundle = load_pipeline(model_dir, version)
+    stored = bundle.manifest.get("config")
+    cfg = PipelineConfig.model_validate(stored) if stored else load_config(config)
+    test_df = prepare_data(cfg.data, interactions=test_path).interactions
+    return cfg, evaluate_fitted(bundle.models(), test_df, cfg.evaluation)
 
 
 def _read_users(users_file: Path) -> tuple[list[Any], dict[Any, list[Any]]]:
@@ -329,6 +409,241 @@ def datasets_info(
         info["users"] = df["user_id"].n_unique()
         info["items"] = raw.items.height if raw.items is not None else df["item_id"].n_unique()
     out.print_json(json.dumps(info, default=str))
+
+
+# ---- bundle ---------------------------------------------------------------------------------
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def _store(model_dir: Path) -> Any:
+    from hybridrec.bundle import ModelStore
+
+    return ModelStore(model_dir)
+
+
+@bundle_app.command("list")
+@_friendly
+def bundle_list(model_dir: ModelDirOpt = Path("models")) -> None:
+    """Versions in the store, oldest first; the current one is marked."""
+    store = _store(model_dir)
+    versions = store.versions()
+    if not versions:
+        raise DataError(f"{model_dir}: no versions (run 'hybridrec train --model-dir {model_dir}')")
+    current = store.current()
+    table = Table("", "version", "created", "models", "default", "size", "compression")
+    for name in versions:
+        m = store.manifest(name)
+        bundle = m.get("bundle", {})
+        table.add_row(
+            "*" if name == current else "",
+            name,
+            str(m.get("created_at", ""))[:19],
+            ", ".join(m.get("models", {})),
+            str(m.get("default_model", "")),
+            _human(store.size(name)),
+            f"{bundle.get('compression', '?')}{' f32' if bundle.get('float32') else ''}",
+        )
+    out.print(table)
+
+
+@bundle_app.command("info")
+@_friendly
+def bundle_info(model_dir: ModelDirOpt = Path("models"), version: VersionOpt = None) -> None:
+    """The manifest of a version (reads only manifest.json): JSON on stdout."""
+    from hybridrec.bundle.bundle import read_manifest
+
+    manifest = read_manifest(_store(model_dir).path(version))
+    files = {
+        name: {"size": entry["size"], "sha256": entry["sha256"]}
+        for name, entry in manifest.get("files", {}).items()
+    }
+    sys.stdout.write(json.dumps({**manifest, "files": files}, indent=2, default=str) + "\n")
+
+
+@bundle_app.command("verify")
+@_friendly
+def bundle_verify(model_dir: ModelDirOpt = Path("models"), version: VersionOpt = None) -> None:
+    """Check every file's SHA-256 and that every part loads; print what is inside."""
+    from hybridrec.bundle import Bundle
+    from hybridrec.bundle.bundle import read_manifest
+    from hybridrec.bundle.format import verify_files
+
+    path = _store(model_dir).path(version)
+    manifest = read_manifest(path)
+    start = time.perf_counter()
+    verify_files(path, manifest["files"], whole=True)
+    bundle = Bundle.open(path, verify=False, eager=list(manifest["parts"]))
+    summary = bundle.summary()
+    table = Table("model", "kind", "part", "users", "items", "factors", "interactions")
+    for name, info in summary["models"].items():
+        table.add_row(
+            name,
+            info["model"],
+            manifest["models"][name]["part"],
+            str(info["users"]),
+            str(info["items"]),
+            str(info.get("factors", "")),
+            str(info["nnz"]),
+        )
+    out.print(table)
+    top = summary["top_n_rows"]
+    out.print(
+        f"OK {bundle.version} created {bundle.created_at}: {len(manifest['files'])} files, "
+        f"hashes match, {len(manifest['parts'])} parts load"
+        + (f", {top} precomputed rows" if top else "")
+        + f" ({time.perf_counter() - start:.2f}s)"
+    )
+
+
+@bundle_app.command("promote")
+@_friendly
+def bundle_promote(
+    version: Annotated[str, typer.Argument(help="The version to make current.")],
+    model_dir: ModelDirOpt = Path("models"),
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Check its hashes first.")
+    ] = True,
+) -> None:
+    """Make a version current (after checking it)."""
+    from hybridrec.bundle import Bundle
+
+    store = _store(model_dir)
+    if verify:
+        Bundle.open(store.path(version))
+    store.promote(version)
+    out.print(f"current: {version}")
+
+
+@bundle_app.command("rollback")
+@_friendly
+def bundle_rollback(model_dir: ModelDirOpt = Path("models")) -> None:
+    """Make the previously current version current again."""
+    store = _store(model_dir)
+    before = store.current()
+    now = store.rollback()
+    out.print(f"rolled back {before} -> current: {now}")
+
+
+@bundle_app.command("prune")
+@_friendly
+def bundle_prune(
+    keep: Annotated[int, typer.Option("--keep", help="Versions to keep.")],
+    model_dir: ModelDirOpt = Path("models"),
+) -> None:
+    """Delete all but the newest --keep versions (current and its rollback target stay)."""
+    removed = _store(model_dir).prune(keep)
+    out.print(f"removed {len(removed)} version(s)" + (f": {', '.join(removed)}" if removed else ""))
+
+
+@bundle_app.command("save")
+@_friendly
+def bundle_save(
+    model_dir: ModelDirOpt = Path("models"),
+    version: VersionOpt = None,
+    to: Annotated[
+        Path | None, typer.Option("--to", help="Target store (default: the same store).")
+    ] = None,
+    compress: CompressOpt = None,
+    compress_level: CompressLevelOpt = None,
+    float32: Float32Opt = None,
+    top_n: Annotated[
+        int | None,
+        typer.Option("--top-n", help="Precompute each user's top-N of the default model."),
+    ] = None,
+    promote: PromoteOpt = True,
+) -> None:
+    """Re-save a version as a new one: compressed, as float32, or with precomputed top-N."""
+    from hybridrec.bundle import Bundle, BundleOptions, Compression, ModelStore, write_bundle
+    from hybridrec.bundle.bundle import TopN
+
+    src = _store(model_dir)
+    bundle = Bundle.open(src.path(version), eager=())
+    manifest = bundle.manifest
+    old = manifest.get("bundle", {})
+    options = BundleOptions(
+        Compression.parse(compress if compress is not None else "none", compress_level),
+        bool(old.get("float32")) if float32 is None else float32,
+    )
+    models = bundle.models()
+    top = bundle.top_n
+    if top_n:
+        users = models[bundle.default_model]._fitted()[0]
+        recs = models[bundle.default_model].recommend(users.ids, top_n)
+        top = TopN.from_recommendations(bundle.default_model, recs, users)
+    keep = {k: v for k, v in manifest.items() if k not in ("version", "created_at")}
+    info = {
+        name: {k: v for k, v in entry.items() if k in ("params", "fit_seconds")}
+        for name, entry in manifest["models"].items()
+    }
+
+    def write(path: Path) -> dict[str, Any]:
+        written = write_bundle(
+            path, models, items=bundle.items, top_n=top, options=options, model_info=info
+        )
+        return {**keep, **written, "derived_from": bundle.version}
+
+    start = time.perf_counter()
+    target = ModelStore(to) if to is not None else src
+    new = target.write_version(write, promote=promote)
+    state = "current" if promote else "not promoted"
+    out.print(
+        f"saved version [bold]{new}[/bold] ({state}) in {target.root} from {bundle.version}: "
+        f"{options.compression}{', float32' if options.float32 else ''}, "
+        f"{_human(target.size(new))}, {time.perf_counter() - start:.1f}s"
+    )
+
+
+@bundle_app.command("import")
+@_friendly
+def bundle_import(
+    source: Annotated[Path, typer.Argument(help="Directory of loose artifacts.")],
+    model_dir: ModelDirOpt = Path("models"),
+    allow_pickle: Annotated[
+        bool,
+        typer.Option("--allow-pickle", help="Read pickled id mappings (only if you trust them)."),
+    ] = False,
+    compress: CompressOpt = None,
+    compress_level: CompressLevelOpt = None,
+    float32: Float32Opt = None,
+    promote: PromoteOpt = True,
+) -> None:
+    """Build a bundle from loose files (factors, ids, similarity, recommendations...).
+
+    Factors as .npy with id files, implicit's saved .npz models, or Spark ALS exports;
+    similarity .npy/.npz; precomputed recommendations, interactions and the catalog as
+    CSV/Parquet. See hybridrec.bundle.importer for the file names.
+    """
+    from hybridrec.bundle import BundleOptions, Compression, ModelStore, write_bundle
+    from hybridrec.bundle.importer import import_loose
+
+    result = import_loose(source, allow_pickle=allow_pickle)
+    options = BundleOptions(Compression.parse(compress, compress_level), bool(float32))
+
+    def write(path: Path) -> dict[str, Any]:
+        written = write_bundle(
+            path, result.models, items=result.items, top_n=result.top_n, options=options
+        )
+        return {
+            **written,
+            "default_model": result.default_model,
+            "source": {"imported_from": str(source.resolve()), **result.sources},
+        }
+
+    store = ModelStore(model_dir)
+    new = store.write_version(write, promote=promote)
+    for role, what in result.sources.items():
+        err.print(f"  {role}: {escape(what)}")
+    state = "current" if promote else "not promoted"
+    out.print(
+        f"imported version [bold]{new}[/bold] ({state}) in {model_dir}: {', '.join(result.models)}"
+    )
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from hybridrec.errors import ConfigError
 
 __all__ = [
+    "BundleConfig",
     "DataConfig",
     "EvaluationConfig",
     "ModelSpec",
@@ -105,6 +106,29 @@ class EvaluationConfig(_Strict):
         return self
 
 
+class BundleConfig(_Strict):
+    """How a trained pipeline is written to the model store."""
+
+    #: none (memory-mappable, fastest to load) | zlib | gzip | xz | lz4, optionally ":level".
+    compress: str = "none"
+    #: Compression level 1-9 (default: the codec's, 3).
+    compress_level: int | None = Field(default=None, ge=1, le=9)
+    #: Store float64 arrays (factors, similarities) as float32: half the size.
+    float32: bool = False
+    #: Precompute each known user's top-N of the default model (0: none).
+    precompute_top_n: int = Field(default=0, ge=0, le=1000)
+    #: Versions kept in the store after a training run (current and its rollback target
+    #: always stay); 0 keeps all.
+    keep_versions: int = Field(default=10, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> BundleConfig:
+        from hybridrec.bundle.format import Compression
+
+        Compression.parse(self.compress, self.compress_level)
+        return self
+
+
 class ModelSpec(_Strict):
     """One model of the pipeline: its registered name, hyperparameters and tuning grid."""
 
@@ -126,6 +150,8 @@ class PipelineConfig(_Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     #: Model name → spec; order is the table order.
     models: dict[str, ModelSpec] = Field(default_factory=dict)
+    #: How the trained pipeline is stored.
+    bundle: BundleConfig = Field(default_factory=BundleConfig)
     #: After tuning, refit on train + valid before testing (else on train only).
     refit_on_valid: bool = True
 

@@ -10,6 +10,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "HybridrecError",
+    "IntegrityError",
     "NotFittedError",
     "UnknownIdError",
 ]
@@ -41,6 +42,10 @@ class UnknownIdError(HybridrecError, KeyError):
     def __str__(self) -> str:
         # KeyError would quote the message; we want it verbatim.
         return str(self.args[0])
+
+
+class IntegrityError(DataError):
+    """A stored artifact does not match the hash its manifest recorded (never unpickled)."""
 
 
 class NotFittedError(HybridrecError, RuntimeError):

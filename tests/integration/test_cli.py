@@ -290,7 +290,9 @@ def test_train_writes_a_complete_manifest(ml_store: MlStore) -> None:
     assert manifest["version"] == version
     assert list(manifest["models"]) == list(ML_MODELS)
     for name in ML_MODELS:
-        assert (ml_store.model_dir / version / manifest["models"][name]["file"]).is_file()
+        file = manifest["parts"][manifest["models"][name]["part"]]["file"]
+        path = ml_store.model_dir / version / file
+        assert manifest["files"][file]["size"] == path.stat().st_size
         ndcg = manifest["metrics"][name]["ndcg@10"]
         assert 0.0 < ndcg < 1.0, (name, ndcg)
     assert manifest["models"]["als"]["params"]["factors"] == 32

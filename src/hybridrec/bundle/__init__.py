@@ -1,5 +1,16 @@
-"""Packaging trained models: the versioned model store."""
+"""Packaging trained models: bundle files, manifests, loose-artifact import, the model store."""
 
+from hybridrec.bundle.bundle import Bundle, BundleOptions, TopN, write_bundle
+from hybridrec.bundle.format import Compression
+from hybridrec.bundle.open import open_bundle
 from hybridrec.bundle.store import ModelStore
 
-__all__ = ["ModelStore"]
+__all__ = [
+    "Bundle",
+    "BundleOptions",
+    "Compression",
+    "ModelStore",
+    "TopN",
+    "open_bundle",
+    "write_bundle",
+]

@@ -4,20 +4,23 @@ Layout::
 
     <model-dir>/
       current                 text file naming the live version (replaced atomically)
-      <version>/manifest.json what was trained, on what, with which metrics
-      <version>/models/<name>.joblib
+      history.json            versions in the order they were made current (for rollback)
+      <version>/manifest.json what was trained, on what, with which metrics, file hashes
+      <version>/cf.joblib     collaborative part (see `hybridrec.bundle.bundle`)
+      <version>/content.joblib content part (when the pipeline has content models)
       <version>/items.parquet the catalog, for titles (when one was loaded)
 
 A version is written under a temporary name and renamed into place when complete, and
 ``current`` moves only after that, so a crash or a failed training never leaves a
-half-written version live: the store keeps serving what it served before.
+half-written version live: the store keeps serving what it served before. A writer killed
+mid-save leaves only a ``.tmp-*`` directory, which `versions` ignores and the next write
+removes once its process is gone.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -30,7 +33,9 @@ from hybridrec.errors import DataError
 __all__ = ["ModelStore"]
 
 _CURRENT = "current"
+_HISTORY = "history.json"
 _MANIFEST = "manifest.json"
+_TMP_PREFIX = ".tmp-"
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -117,8 +122,13 @@ class ModelStore:
         """
         self.root.mkdir(parents=True, exist_ok=True)
         now = datetime.now(UTC)
-        version = f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
-        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".tmp-{version}-"))
+        # Names sort by creation time (microseconds, so quick successive saves stay ordered).
+        version = f"{now:%Y%m%d-%H%M%S-%f}"
+        while (self.root / version).exists():
+            now = datetime.now(UTC)
+            version = f"{now:%Y%m%d-%H%M%S-%f}"
+        self._remove_stale_temps()
+        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f"{_TMP_PREFIX}{os.getpid()}-"))
         try:
             manifest = write(tmp)
             manifest = {"version": version, "created_at": now.isoformat(), **manifest}
@@ -135,6 +145,93 @@ class ModelStore:
         return version
 
     def promote(self, version: str) -> None:
-        """Point ``current`` at ``version`` atomically."""
+        """Point ``current`` at ``version`` atomically, and record it for `rollback`."""
         self.path(version)
+        history = [v for v in self.history() if v in self.versions()]
+        if not history or history[-1] != version:
+            history.append(version)
+        self._set_current(version, history)
+
+    def history(self) -> list[str]:
+        """Versions in the order they were made current (oldest first)."""
+        file = self.root / _HISTORY
+        if not file.is_file():
+            current = self.current()
+            return [current] if current else []
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise DataError(f"{file}: not valid JSON; fix or delete it") from None
+        return [str(v) for v in data.get("promoted", [])]
+
+    def rollback(self) -> str:
+        """Make the version that was current before this one current again.
+
+        Repeated rollbacks keep going back. Without a recorded history, the newest version
+        older than the current one is used.
+
+        Returns:
+            The version now current.
+
+        Raises:
+            DataError: Nothing is current, or there is no earlier version to go back to.
+        """
+        current = self.current()
+        if current is None:
+            raise DataError(f"{self.root}: nothing is current, nothing to roll back")
+        existing = set(self.versions())
+        history = [v for v in self.history() if v in existing]
+        while history and history[-1] == current:
+            history.pop()
+        if not history:
+            older = [v for v in self.versions() if v < current]
+            if not older:
+                raise DataError(f"{self.root}: no version before {current} to roll back to")
+            history = [older[-1]]
+        target = history[-1]
+        self._set_current(target, history)
+        return target
+
+    def _set_current(self, version: str, history: list[str]) -> None:
+        _atomic_write_text(self.root / _HISTORY, json.dumps({"promoted": history}, indent=1))
         _atomic_write_text(self.root / _CURRENT, version + "\n")
+
+    def prune(self, keep: int) -> list[str]:
+        """Delete all but the newest ``keep`` versions; current and its rollback target stay.
+
+        Returns:
+            The versions deleted.
+        """
+        if keep < 1:
+            raise DataError(f"keep must be at least 1 (got {keep})")
+        versions = self.versions()
+        protected = {v for v in (self.current(), *self.history()[-2:]) if v}
+        removed = []
+        for name in versions[: max(0, len(versions) - keep)]:
+            if name in protected:
+                continue
+            shutil.rmtree(self.root / name)
+            removed.append(name)
+        return removed
+
+    def size(self, version: str) -> int:
+        """Bytes on disk of ``version``'s files."""
+        return sum(p.stat().st_size for p in self.path(version).rglob("*") if p.is_file())
+
+    def _remove_stale_temps(self) -> None:
+        """Remove half-written versions whose writer process no longer runs."""
+        for p in self.root.glob(f"{_TMP_PREFIX}*"):
+            pid = p.name[len(_TMP_PREFIX) :].split("-", 1)[0]
+            if pid.isdigit() and _alive(int(pid)):
+                continue
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

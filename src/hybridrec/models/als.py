@@ -158,6 +158,9 @@ class ALS(Recommender):
                 random_state=c.random_state,
                 num_threads=c.num_threads,
             )
+        # Fold-in only needs the item side. implicit's solver wants writable float32
+        # buffers, and the saved factors may be read-only memory maps (or float64 imports):
+        # a private copy of the (small) item factors, never of the user factors.
         model.user_factors = self.user_factors_
-        model.item_factors = self.item_factors_
+        model.item_factors = np.array(self.item_factors_, dtype=np.float32, copy=True)
         self.model_ = model

@@ -330,6 +330,30 @@ class Recommender(ABC):
     def _set_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         """Restore what `_state` returned."""
 
+    def export_state(self) -> dict[str, Any]:
+        """Model name, config and learned state, without vocabularies or training matrix.
+
+        With `from_state` this is how bundles store models: the vocabularies and the
+        training matrix, shared by the models of a pipeline, are stored once beside them.
+        """
+        self._fitted()
+        return {"model": self.name, "config": self.config.model_dump(), "state": self._state()}
+
+    @staticmethod
+    def from_state(
+        exported: Mapping[str, Any], users: Vocab, items: Vocab, user_items: sp.csr_matrix
+    ) -> Recommender:
+        """Rebuild a model from `export_state` output and its vocabularies and matrix."""
+        from hybridrec.models.registry import get_model_class
+
+        klass = get_model_class(exported["model"])
+        model: Recommender = klass(**exported["config"])
+        model.users_ = users
+        model.items_ = items
+        model.user_items_ = user_items
+        model._set_state(dict(exported["state"]))
+        return model
+
     def save(self, path: str | Path) -> Path:
         """Write config and learned state to ``path`` atomically (temp file + rename)."""
         users, items, user_items = self._fitted()
@@ -337,12 +361,10 @@ class Recommender(ABC):
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "format": _SAVE_FORMAT,
-            "model": self.name,
-            "config": self.config.model_dump(),
             "users": users,
             "items": items,
             "user_items": user_items,
-            "state": self._state(),
+            **self.export_state(),
         }
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
@@ -355,14 +377,17 @@ class Recommender(ABC):
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> Recommender:
-        """Load a model saved with `save`; ``Recommender.load`` picks the class by name."""
-        from hybridrec.models.registry import get_model_class
+    def load(cls, path: str | Path, *, mmap: bool = False) -> Recommender:
+        """Load a model saved with `save`; ``Recommender.load`` picks the class by name.
 
+        Args:
+            path: The file `save` wrote.
+            mmap: Memory-map the arrays read-only instead of reading them.
+        """
         path = Path(path)
         if not path.is_file():
             raise DataError(f"{path}: no saved model there")
-        payload = joblib.load(path)
+        payload = joblib.load(path, mmap_mode="r" if mmap else None)
         if not isinstance(payload, dict) or payload.get("format") != _SAVE_FORMAT:
             raise DataError(f"{path}: not a hybridrec model file (or an unsupported format)")
         if cls is not Recommender and payload.get("model") != cls.name:
@@ -370,13 +395,9 @@ class Recommender(ABC):
                 f"{path}: holds a {payload.get('model')!r} model, not {cls.name!r} "
                 "(Recommender.load picks the class by itself)"
             )
-        klass = get_model_class(payload["model"]) if cls is Recommender else cls
-        model = klass(**payload["config"])
-        model.users_ = payload["users"]
-        model.items_ = payload["items"]
-        model.user_items_ = payload["user_items"]
-        model._set_state(payload["state"])
-        return model
+        return Recommender.from_state(
+            payload, payload["users"], payload["items"], payload["user_items"]
+        )
 
 
 def _check_k(k: int) -> None:

@@ -63,7 +63,8 @@ class EASE(Recommender):
         p = sl.cho_solve(factor, np.eye(n_items, dtype=dtype), check_finite=False)
         b = p / (-np.diag(p))
         b[np.diag_indices(n_items)] = 0.0
-        self.weights_ = b.astype(np.float32)
+        # Kept in the fitting precision; bundles can store it as float32 (same ranking).
+        self.weights_ = b
 
     def _score(
         self, users: NDArray[np.int64], history: sp.csr_matrix, fold_in: NDArray[np.bool_]

@@ -66,13 +66,18 @@ class ItemKNN(Recommender):
     def _score(
         self, users: NDArray[np.int64], history: sp.csr_matrix, fold_in: NDArray[np.bool_]
     ) -> NDArray[np.float32]:
-        return np.asarray((history @ self.similarity_).toarray(), dtype=np.float32)
+        return _dense(history @ self.similarity_)
 
     def _similar_scores(self, items: NDArray[np.int64]) -> NDArray[np.float32]:
-        return np.asarray(self.similarity_[items].toarray(), dtype=np.float32)
+        return _dense(self.similarity_[items])
 
     def _state(self) -> dict[str, Any]:
         return {"similarity": self.similarity_}
 
     def _set_state(self, state: dict[str, Any]) -> None:
+        # Sparse (learned here) or dense (imported from another system's similarity file).
         self.similarity_ = state["similarity"]
+
+
+def _dense(block: Any) -> NDArray[np.float32]:
+    return np.asarray(block.toarray() if sp.issparse(block) else block, dtype=np.float32)

@@ -6,7 +6,9 @@ these functions, so a number in a report and a model in the store come from the 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import platform
 import subprocess
 import time
@@ -21,8 +23,16 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hybridrec import __version__
+from hybridrec.bundle.bundle import BundleOptions, TopN, write_bundle
+from hybridrec.bundle.format import Compression
 from hybridrec.bundle.store import ModelStore
-from hybridrec.config import DataConfig, PipelineConfig, SplitConfig
+from hybridrec.config import (
+    BundleConfig,
+    DataConfig,
+    EvaluationConfig,
+    PipelineConfig,
+    SplitConfig,
+)
 from hybridrec.data.dataset import InteractionData
 from hybridrec.data.loaders import RawData, load_dataset, load_files, load_interactions
 from hybridrec.data.split import Split, global_temporal_split, random_split, temporal_split
@@ -34,9 +44,12 @@ from hybridrec.models.registry import create_model
 __all__ = [
     "PreparedData",
     "TrainResult",
+    "bundle_options_from",
+    "evaluate_fitted",
     "evaluate_pipeline",
     "fingerprint",
     "fit_model",
+    "precompute_top_n",
     "prepare_data",
     "preprocess",
     "split_data",
@@ -234,6 +247,26 @@ def evaluate_pipeline(
     return reports, chosen
 
 
+def evaluate_fitted(
+    models: dict[str, Recommender], test: pl.DataFrame, cfg: EvaluationConfig
+) -> list[ModelReport]:
+    """Score already-fitted models on ``test``; each against the data it was fit on."""
+    kw: dict[str, Any] = {"ks": cfg.k, "cold_below": cfg.cold_below, "hot_from": cfg.hot_from}
+    evaluators: list[tuple[Recommender, Evaluator]] = []
+    reports = []
+    for name, model in models.items():
+        users, items, user_items = model._fitted()
+        ev = next(
+            (e for m, e in evaluators if m.users_ is users and m.items_ is items),
+            None,
+        )
+        if ev is None:
+            ev = Evaluator(InteractionData(user_items.tocsr(), users, items), test, **kw)
+            evaluators.append((model, ev))
+        reports.append(ev.evaluate(model, name))
+    return reports
+
+
 def _git_sha() -> str | None:
     try:
         out = subprocess.run(
@@ -253,12 +286,24 @@ def _library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version(), "hybridrec": __version__}
-    for pkg in ("numpy", "scipy", "polars", "implicit", "joblib"):
+    for pkg in ("numpy", "scipy", "polars", "pyarrow", "implicit", "joblib", "faiss-cpu", "torch"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
             continue
     return out
+
+
+def bundle_options_from(cfg: BundleConfig) -> BundleOptions:
+    """Bundle writing options from the ``[bundle]`` config section."""
+    return BundleOptions(Compression.parse(cfg.compress, cfg.compress_level), cfg.float32)
+
+
+def precompute_top_n(model: Recommender, name: str, cfg: BundleConfig) -> TopN:
+    """Every known user's top-N of ``model`` (seen items excluded), for the bundle."""
+    users = model._fitted()[0]
+    recs = model.recommend(users.ids, cfg.precompute_top_n)
+    return TopN.from_recommendations(name, recs, users)
 
 
 def train_pipeline(
@@ -270,6 +315,7 @@ def train_pipeline(
     valid_path: str | Path | None = None,
     promote: bool = True,
     evaluate: bool = True,
+    bundle_options: BundleOptions | None = None,
     console: Console | None = None,
 ) -> TrainResult:
     """Train the configured models and write them as a new version of the model store.
@@ -308,35 +354,43 @@ def train_pipeline(
     target = cfg.evaluation.target
     names = [n for n in chosen if n in cfg.enabled_models()] or list(chosen)
     scored = {r.name: r.metrics.get(target, float("-inf")) for r in reports}
-    default_model = max(names, key=lambda n: scored.get(n, float("-inf"))) if scored else names[0]
+    if scored:
+        default_model = max(names, key=lambda n: scored.get(n, float("-inf")))
+    else:
+        # Nothing was evaluated: the first personalized model, not the baseline.
+        default_model = next((n for n in names if n != BASELINE), names[0])
     final = InteractionData.from_frame(final_df, items_table=items)
 
+    options = bundle_options or bundle_options_from(cfg.bundle)
+
     def write(path: Path) -> dict[str, Any]:
-        (path / "models").mkdir()
-        models: dict[str, Any] = {}
+        models: dict[str, Recommender] = {}
+        info: dict[str, dict[str, Any]] = {}
+        top_n = None
         with _progress(console) as progress:
             task = progress.add_task("train", total=len(names))
             for name in names:
                 spec = cfg.models.get(name)
                 model_name = spec.model if spec else name
                 model, seconds = fit_model(model_name, chosen[name], final)
-                model.save(path / "models" / f"{name}.joblib")
-                models[name] = {
-                    "model": model_name,
-                    "params": model.config.model_dump(),
-                    "fit_seconds": round(seconds, 3),
-                    "file": f"models/{name}.joblib",
-                }
+                models[name] = model
+                info[name] = {"params": model.config.model_dump(), "fit_seconds": round(seconds, 3)}
                 progress.advance(task)
-        if items is not None:
-            items.write_parquet(path / "items.parquet")
+            if cfg.bundle.precompute_top_n:
+                top_n = precompute_top_n(models[default_model], default_model, cfg.bundle)
+        manifest = write_bundle(
+            path, models, items=items, top_n=top_n, options=options, model_info=info
+        )
+        config = cfg.model_dump(mode="json")
         return {
-            "format": 1,
+            **manifest,
             "code_version": _git_sha(),
             "libraries": _library_versions(),
-            "config": cfg.model_dump(mode="json"),
+            "config": config,
+            "config_hash": hashlib.sha256(
+                json.dumps(config, sort_keys=True).encode("utf-8")
+            ).hexdigest(),
             "data": {"source": prepared.name, **fingerprint(final_df)},
-            "models": models,
             "default_model": default_model,
             "metrics": {r.name: r.to_dict() for r in reports},
             "evaluation": {"target": target, "split": cfg.split.model_dump(mode="json")},
@@ -344,4 +398,6 @@ def train_pipeline(
 
     store = ModelStore(model_dir)
     version = store.write_version(write, promote=promote)
+    if cfg.bundle.keep_versions:
+        store.prune(cfg.bundle.keep_versions)
     return TrainResult(version, store.root / version, reports, chosen, default_model)

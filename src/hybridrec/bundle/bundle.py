@@ -1,0 +1,533 @@
+"""Bundles: writing a trained pipeline into a version directory and opening it again.
+
+`write_bundle` groups the models by part (``cf`` or ``content``, from each class's
+``bundle_part``), stores the vocabularies and training matrix a part's models share once,
+and writes one joblib file per part. `Bundle.open` checks every file's hashes before it
+unpickles anything, memory-maps the collaborative part (start-up reads only what a request
+touches) and loads the content part on first use, once, however many threads ask at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from hybridrec.bundle.format import (
+    FORMAT,
+    Compression,
+    cast_float64,
+    describe_file,
+    dump_part,
+    load_part,
+    verify_files,
+)
+from hybridrec.data.vocab import Vocab
+from hybridrec.errors import ConfigError, DataError, IntegrityError
+from hybridrec.models.base import History, ItemFilter, Recommendations, Recommender
+
+__all__ = ["Bundle", "BundleOptions", "TopN", "part_of", "write_bundle"]
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+ITEMS_FILE = "items.parquet"
+PARTS = ("cf", "content")
+
+
+def part_of(model: Recommender) -> str:
+    """The bundle part a model is stored in (``bundle_part`` of its class; default cf)."""
+    part = str(getattr(model, "bundle_part", "cf"))
+    if part not in PARTS:
+        raise ConfigError(f"model {model.name!r}: unknown bundle part {part!r}")
+    return part
+
+
+@dataclass(frozen=True)
+class BundleOptions:
+    """How a bundle is written.
+
+    Attributes:
+        compression: Codec and level, or none (memory-mappable, fastest to load).
+        float32: Store float64 arrays (factors, similarities) as float32: half the size.
+    """
+
+    compression: Compression = field(default_factory=Compression)
+    float32: bool = False
+
+
+@dataclass(frozen=True)
+class TopN:
+    """Precomputed top-N recommendations of one model for known users, CSR-style.
+
+    Row ``u`` (a user index) holds ``items[indptr[u]:indptr[u+1]]`` best first, already
+    without the user's training items.
+    """
+
+    model: str
+    k: int
+    indptr: NDArray[np.int64]
+    items: NDArray[np.int32]
+    scores: NDArray[np.float32]
+
+    @classmethod
+    def from_recommendations(cls, model: str, recs: Recommendations, users: Vocab) -> TopN:
+        """From a batch answered for every user of ``users`` (in any order)."""
+        rows = users.index(recs.user_ids)
+        counts = np.zeros(len(users), np.int64)
+        valid = recs.indices >= 0
+        counts[rows] = valid.sum(axis=1)
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        order = np.argsort(rows, kind="stable")
+        idx, val = recs.indices[order], recs.scores[order]
+        keep = idx >= 0
+        return cls(
+            model,
+            int(recs.indices.shape[1]),
+            indptr,
+            idx[keep].astype(np.int32),
+            val[keep].astype(np.float32),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for pickling."""
+        return {
+            "model": self.model,
+            "k": self.k,
+            "indptr": self.indptr,
+            "items": self.items,
+            "scores": self.scores,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TopN:
+        """Inverse of `to_dict`."""
+        return cls(d["model"], int(d["k"]), d["indptr"], d["items"], d["scores"])
+
+    @property
+    def rows(self) -> int:
+        """Number of stored (user, item) rows."""
+        return int(self.items.size)
+
+    def lookup(self, users: NDArray[np.int64], k: int) -> tuple[NDArray[np.int64], NDArray[Any]]:
+        """Top-k indices and scores for user indices (-1 padding where a row is shorter)."""
+        out_idx = np.full((users.size, k), -1, np.int64)
+        out_val = np.full((users.size, k), -np.inf, np.float32)
+        for r, u in enumerate(users):
+            start, end = int(self.indptr[u]), int(self.indptr[u + 1])
+            n = min(k, end - start)
+            out_idx[r, :n] = self.items[start : start + n]
+            out_val[r, :n] = self.scores[start : start + n]
+        return out_idx, out_val
+
+
+def _csr_equal(a: sp.csr_matrix, b: sp.csr_matrix) -> bool:
+    return (
+        a.shape == b.shape
+        and a.nnz == b.nnz
+        and np.array_equal(a.indptr, b.indptr)
+        and np.array_equal(a.indices, b.indices)
+        and np.array_equal(a.data, b.data)
+    )
+
+
+def _part_payload(
+    models: Mapping[str, Recommender], part: str, top_n: TopN | None, float32: bool
+) -> dict[str, Any]:
+    bases: list[dict[str, Any]] = []
+    entries: dict[str, Any] = {}
+    for name, model in models.items():
+        users, items, user_items = model._fitted()
+        i = next(
+            (
+                j
+                for j, base in enumerate(bases)
+                if base["users"] == users
+                and base["items"] == items
+                and _csr_equal(base["user_items"], user_items)
+            ),
+            -1,
+        )
+        if i < 0:
+            bases.append({"users": users, "items": items, "user_items": user_items})
+            i = len(bases) - 1
+        state = model.export_state()
+        if float32:
+            state = cast_float64(state)
+        entries[name] = {**state, "base": i}
+    return {
+        "format": FORMAT,
+        "part": part,
+        "bases": bases,
+        "models": entries,
+        "top_n": top_n.to_dict() if top_n is not None and part == "cf" else None,
+    }
+
+
+def _model_summary(model: Recommender) -> dict[str, Any]:
+    users, items, user_items = model._fitted()
+    out: dict[str, Any] = {"users": len(users), "items": len(items), "nnz": int(user_items.nnz)}
+    factors = getattr(model, "item_factors_", None)
+    if isinstance(factors, np.ndarray) and factors.ndim == 2:
+        out["factors"] = int(factors.shape[1])
+    return out
+
+
+def write_bundle(
+    path: Path,
+    models: Mapping[str, Recommender],
+    *,
+    items: pl.DataFrame | None = None,
+    top_n: TopN | None = None,
+    options: BundleOptions | None = None,
+    model_info: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Write ``models`` (and the catalog) as bundle files into the empty directory ``path``.
+
+    Args:
+        path: A new, empty version directory (the store renames it into place).
+        models: Name → fitted model, in the order to list them.
+        items: The item catalog, kept for titles and content.
+        top_n: Precomputed recommendations to store in the cf part.
+        options: Compression and precision.
+        model_info: Extra per-model manifest fields (params, fit seconds).
+
+    Returns:
+        The manifest fields the bundle owns: ``format``, ``bundle``, ``parts``, ``models``,
+        ``files``. The caller adds the rest and writes ``manifest.json``.
+    """
+    options = options or BundleOptions()
+    by_part = _by_part(models)
+    parts: dict[str, Any] = {}
+    for part, members in by_part.items():
+        file = f"{part}.joblib"
+        dump_part(
+            _part_payload(members, part, top_n, options.float32),
+            path / file,
+            options.compression,
+        )
+        parts[part] = {"file": file, "models": list(members)}
+    if items is not None:
+        items.write_parquet(path / ITEMS_FILE)
+        (path / ITEMS_FILE).chmod(0o644)
+    files = {
+        p.name: describe_file(p)
+        for p in sorted(path.iterdir())
+        if p.is_file() and p.name != MANIFEST
+    }
+    return {
+        "format": FORMAT,
+        "bundle": {
+            "compression": str(options.compression),
+            "float32": options.float32,
+            "top_n": None if top_n is None else {"model": top_n.model, "k": top_n.k},
+        },
+        "parts": parts,
+        "models": _manifest_models(models, model_info),
+        "files": files,
+    }
+
+
+def _by_part(models: Mapping[str, Recommender]) -> dict[str, dict[str, Recommender]]:
+    if not models:
+        raise ConfigError("a bundle needs at least one model")
+    by_part: dict[str, dict[str, Recommender]] = {}
+    for name, model in models.items():
+        by_part.setdefault(part_of(model), {})[name] = model
+    return by_part
+
+
+def _manifest_models(
+    models: Mapping[str, Recommender], info: Mapping[str, Mapping[str, Any]] | None
+) -> dict[str, Any]:
+    info = info or {}
+    return {
+        name: {
+            "model": model.name,
+            "part": part_of(model),
+            **dict(info.get(name, {})),
+            **_model_summary(model),
+        }
+        for name, model in models.items()
+    }
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest of the version directory ``path`` (nothing else is read).
+
+    Raises:
+        DataError: No manifest, not JSON, or a format this code cannot read.
+    """
+    file = path / MANIFEST
+    if not file.is_file():
+        raise DataError(f"{path}: no {MANIFEST} (not a bundle)")
+    try:
+        manifest: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IntegrityError(f"{file}: not valid JSON ({exc})") from None
+    fmt = manifest.get("format")
+    if fmt != FORMAT:
+        raise DataError(
+            f"{path}: bundle format {fmt!r}, this hybridrec reads format {FORMAT}; "
+            "retrain, or rebuild it with 'hybridrec bundle import'"
+        )
+    return manifest
+
+
+class Bundle:
+    """An opened version: its manifest, models and catalog.
+
+    Use `Bundle.open`. Parts load at most once each; `load_counts` says how many times each
+    part was actually unpickled (the concurrency test holds it to one).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        manifest: dict[str, Any],
+        *,
+        mmap: bool = True,
+        parts: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.manifest = manifest
+        self.mmap = mmap
+        self.load_counts: dict[str, int] = dict.fromkeys(manifest.get("parts", {}), 0)
+        self._parts: dict[str, Mapping[str, Any]] = dict(parts or {})
+        self._models: dict[str, Recommender] = {}
+        self._items: pl.DataFrame | None = None
+        self._lock = threading.Lock()
+        self._part_locks = {name: threading.Lock() for name in manifest.get("parts", {})}
+        self._stats: dict[str, tuple[int, int]] = {}
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        verify: bool = True,
+        mmap: bool = True,
+        eager: Sequence[str] = ("cf",),
+    ) -> Bundle:
+        """Open the version directory ``path``.
+
+        Args:
+            path: A version directory of the model store.
+            verify: Check every file's hashes first (refuse the version on any mismatch).
+            mmap: Memory-map uncompressed arrays read-only.
+            eager: Parts to load now; the others load on first use.
+
+        Raises:
+            IntegrityError: A file is missing or does not match its hash.
+            DataError: Not a bundle, or an unreadable format.
+        """
+        path = Path(path)
+        manifest = read_manifest(path)
+        # Compressed files cannot be mapped (joblib would read them whole and warn).
+        compressed = manifest.get("bundle", {}).get("compression", "none") != "none"
+        bundle = cls(path, manifest, mmap=mmap and not compressed)
+        if verify:
+            verify_files(path, manifest["files"])
+        bundle._stats = {
+            name: _stat(path / name) for name in manifest["files"] if (path / name).is_file()
+        }
+        for part in eager:
+            if part in manifest["parts"]:
+                bundle.part(part)
+        return bundle
+
+    @classmethod
+    def from_models(
+        cls,
+        path: str | Path,
+        models: Mapping[str, Recommender],
+        *,
+        top_n: TopN | None = None,
+        items: pl.DataFrame | None = None,
+        default_model: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Bundle:
+        """An in-memory bundle of fitted models (loose imports served without saving)."""
+        by_part = _by_part(models)
+        manifest: dict[str, Any] = {
+            "format": FORMAT,
+            "version": f"loose:{Path(path).name}",
+            **dict(extra or {}),
+            "parts": {p: {"file": None, "models": list(m)} for p, m in by_part.items()},
+            "models": _manifest_models(models, None),
+            "default_model": default_model or next(iter(models)),
+            "files": {},
+        }
+        parts = {p: _part_payload(m, p, top_n, False) for p, m in by_part.items()}
+        bundle = cls(Path(path), manifest, mmap=False, parts=parts)
+        bundle._items = items
+        return bundle
+
+    # ---- identity -------------------------------------------------------------------------
+
+    @property
+    def version(self) -> str:
+        """The version name."""
+        return str(self.manifest.get("version", self.path.name))
+
+    @property
+    def created_at(self) -> str | None:
+        """When the version was written (ISO 8601)."""
+        value = self.manifest.get("created_at")
+        return None if value is None else str(value)
+
+    @property
+    def model_names(self) -> list[str]:
+        """Models in this version, in training order."""
+        return list(self.manifest["models"])
+
+    @property
+    def default_model(self) -> str:
+        """The model that scored best on the held-out test (or the first one)."""
+        return str(self.manifest.get("default_model") or self.model_names[0])
+
+    def loaded_parts(self) -> list[str]:
+        """Parts loaded so far."""
+        return [p for p in self.manifest.get("parts", {}) if p in self._parts]
+
+    # ---- loading --------------------------------------------------------------------------
+
+    def part(self, name: str) -> Mapping[str, Any]:
+        """The payload of part ``name``, loaded on first use (thread-safe, at most once)."""
+        loaded = self._parts.get(name)
+        if loaded is not None:
+            return loaded
+        if name not in self.manifest.get("parts", {}):
+            raise DataError(f"version {self.version} has no {name!r} part")
+        with self._part_locks[name]:
+            loaded = self._parts.get(name)
+            if loaded is not None:
+                return loaded
+            file = self.manifest["parts"][name]["file"]
+            path = self.path / file
+            if self._stats and self._stats.get(file) != _stat(path):
+                # Changed since the version was verified at open: check it again.
+                verify_files(self.path, self.manifest["files"], names=[file])
+            start = time.perf_counter()
+            payload = load_part(path, mmap=self.mmap)
+            if not isinstance(payload, dict) or payload.get("part") != name:
+                raise IntegrityError(f"{path}: not a hybridrec {name!r} bundle part")
+            self.load_counts[name] = self.load_counts.get(name, 0) + 1
+            log.info(
+                "loaded %s part of %s in %.3fs", name, self.version, time.perf_counter() - start
+            )
+            self._parts[name] = payload
+            return payload
+
+    def model(self, name: str | None = None) -> Recommender:
+        """Model ``name`` (default: `default_model`), built once from its part.
+
+        Raises:
+            ConfigError: No model of that name in this version; lists the ones there are.
+        """
+        name = name or self.default_model
+        cached = self._models.get(name)
+        if cached is not None:
+            return cached
+        info = self.manifest["models"].get(name)
+        if info is None:
+            raise ConfigError(
+                f"no model {name!r} in version {self.version}; "
+                f"available: {', '.join(self.model_names)}"
+            )
+        payload = self.part(info["part"])
+        with self._lock:
+            cached = self._models.get(name)
+            if cached is None:
+                entry = payload["models"][name]
+                base = payload["bases"][entry["base"]]
+                cached = Recommender.from_state(
+                    entry, base["users"], base["items"], base["user_items"]
+                )
+                self._models[name] = cached
+        return cached
+
+    def models(self) -> dict[str, Recommender]:
+        """Every model of the version (loads every part)."""
+        return {name: self.model(name) for name in self.model_names}
+
+    @property
+    def items(self) -> pl.DataFrame | None:
+        """The item catalog saved with the version, if any."""
+        if self._items is None and (self.path / ITEMS_FILE).is_file():
+            self._items = pl.read_parquet(self.path / ITEMS_FILE)
+        return self._items
+
+    @property
+    def top_n(self) -> TopN | None:
+        """Precomputed recommendations, when the version has them."""
+        if "cf" not in self.manifest.get("parts", {}):
+            return None
+        raw = self.part("cf").get("top_n")
+        return None if raw is None else TopN.from_dict(raw)
+
+    # ---- answering ------------------------------------------------------------------------
+
+    def recommend(
+        self,
+        user_ids: Sequence[Any] | NDArray[Any],
+        k: int = 10,
+        *,
+        model: str | None = None,
+        exclude_seen: bool = True,
+        filters: ItemFilter | None = None,
+        history: History | None = None,
+    ) -> Recommendations:
+        """Recommend with model ``model``; precomputed rows answer when they can.
+
+        Precomputed top-N answers known users asked with the defaults (seen items excluded,
+        no filters, no new history) for ``k`` up to N; everything else goes to the model.
+        """
+        rec = self.model(model)
+        top = self.top_n
+        name = model or self.default_model
+        if (
+            top is not None
+            and top.model == name
+            and k <= top.k
+            and exclude_seen
+            and filters is None
+            and not history
+        ):
+            users, items, _ = rec._fitted()
+            ids = users.coerce(np.asarray(user_ids).ravel())
+            idx = users.index(ids, missing="mask")
+            if (idx >= 0).all():
+                out_idx, out_val = top.lookup(idx, k)
+                return Recommendations(ids, out_idx, out_val, items)
+        return rec.recommend(
+            user_ids, k, exclude_seen=exclude_seen, filters=filters, history=history
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """Counts per model (users, items, factors) and the version's identity."""
+        return {
+            "version": self.version,
+            "created_at": self.created_at,
+            "models": {
+                name: _model_summary(self.model(name))
+                | {"model": self.manifest["models"][name]["model"]}
+                for name in self.model_names
+            },
+            "top_n_rows": None if self.top_n is None else self.top_n.rows,
+        }
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return (st.st_size, st.st_mtime_ns)
