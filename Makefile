@@ -10,13 +10,14 @@ export HYBRIDREC_DATA_HOME ?= $(abspath ../shared/datasets)
 export OPENBLAS_NUM_THREADS ?= 1
 MODEL_DIR ?= models
 
-.PHONY: help venv install run train evaluate test lint typecheck pytest bench bench-quality bench-als clean
+.PHONY: help venv install run train evaluate test lint typecheck pytest bench bench-quality bench-als bench-bundle clean
 
 help:
 	@echo "make run            train + evaluate the default pipeline, save to $(MODEL_DIR)/"
 	@echo "make test           lint, type-check and run the test suite"
 	@echo "make bench-quality  quality benchmark (random and temporal protocols)"
 	@echo "make bench-als      ALS seconds per iteration on a 10M-interaction matrix"
+	@echo "make bench-bundle   bundle save/load/size on a 900 MB synthetic retail pipeline"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,13 +45,16 @@ pytest: $(VENV)/.installed
 
 test: lint typecheck pytest
 
-bench: bench-quality bench-als
+bench: bench-quality bench-als bench-bundle
 
 bench-quality: $(VENV)/.installed
 	$(BIN)/python benchmarks/quality.py --config configs/benchmark.toml
 
 bench-als: $(VENV)/.installed
 	$(BIN)/python benchmarks/als_speed.py
+
+bench-bundle: $(VENV)/.installed
+	$(BIN)/python benchmarks/bundle.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

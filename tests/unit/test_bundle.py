@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from hybridrec.bundle import Bundle, BundleOptions, Compression, ModelStore, TopN, write_bundle
-from hybridrec.bundle import format as bundle_format
-from hybridrec.bundle.format import CHUNK_BYTES, cast_float64, describe_file, verify_files
+from hybridrec.bundle.format import cast_float64, describe_file, verify_files
 from hybridrec.data.dataset import InteractionData
 from hybridrec.errors import ConfigError, DataError, IntegrityError
 from hybridrec.models import Recommender, create_model
@@ -87,25 +86,35 @@ def test_bad_compression_spec_is_a_clear_error(spec: str) -> None:
         Compression.parse(spec)
 
 
-def test_describe_file_chunks_cover_the_file(tmp_path: Path, monkeypatch: Any) -> None:
-    monkeypatch.setattr(bundle_format, "CHUNK_BYTES", 1000)
-    path = tmp_path / "f.bin"
-    data = np.random.default_rng(0).bytes(2500)
-    path.write_bytes(data)
+def test_describe_file_and_verify(tmp_path: Path) -> None:
     import hashlib
 
+    import blake3
+
+    path = tmp_path / "f.bin"
+    data = np.random.default_rng(0).bytes(25_000)
+    path.write_bytes(data)
     entry = describe_file(path)
-    assert entry["size"] == 2500
-    assert entry["sha256"] == hashlib.sha256(data).hexdigest()
-    assert entry["chunks"] == [
-        hashlib.sha256(data[i : i + 1000]).hexdigest() for i in (0, 1000, 2000)
-    ]
+    assert entry == {
+        "size": 25_000,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "blake3": blake3.blake3(data).hexdigest(),
+    }
     verify_files(tmp_path, {"f.bin": entry}, whole=True)
     corrupted = bytearray(data)
-    corrupted[2100] ^= 0x01
+    corrupted[21_000] ^= 0x01
     path.write_bytes(bytes(corrupted))
-    with pytest.raises(IntegrityError, match=r"f\.bin: SHA-256 mismatch"):
+    with pytest.raises(IntegrityError, match=r"f\.bin: BLAKE3 mismatch"):
         verify_files(tmp_path, {"f.bin": entry})
+    # Without a BLAKE3 (or with whole=True) SHA-256 is checked, and catches it too.
+    sha_only = {"size": entry["size"], "sha256": entry["sha256"]}
+    with pytest.raises(IntegrityError, match=r"f\.bin: SHA-256 mismatch"):
+        verify_files(tmp_path, {"f.bin": sha_only})
+    path.write_bytes(data)
+    bad_sha = {**entry, "sha256": "0" * 64}
+    verify_files(tmp_path, {"f.bin": bad_sha})
+    with pytest.raises(IntegrityError, match=r"f\.bin: SHA-256 mismatch"):
+        verify_files(tmp_path, {"f.bin": bad_sha}, whole=True)
 
 
 def test_verify_names_missing_and_resized_files(tmp_path: Path) -> None:
@@ -247,23 +256,21 @@ def test_flipped_byte_is_refused_before_anything_is_unpickled(
     import hybridrec.bundle.bundle as bundle_mod
 
     monkeypatch.setattr(bundle_mod, "load_part", lambda path, **_: calls.append(path))
-    with pytest.raises(IntegrityError, match=r"cf\.joblib: SHA-256 mismatch"):
+    with pytest.raises(IntegrityError, match=r"cf\.joblib: BLAKE3 mismatch"):
         Bundle.open(tmp_path / version)
     assert calls == []
 
 
-def test_flipped_byte_in_a_large_file_is_found_in_any_chunk(
-    cf_models: dict[str, Recommender], tmp_path: Path, monkeypatch: Any
-) -> None:
-    monkeypatch.setattr(bundle_format, "CHUNK_BYTES", 4096)
+def test_flipped_byte_anywhere_is_found(cf_models: dict[str, Recommender], tmp_path: Path) -> None:
     version = save_version(tmp_path, cf_models)
     path = tmp_path / version / "cf.joblib"
-    entry = Bundle.open(path.parent).manifest["files"]["cf.joblib"]
-    assert len(entry["chunks"]) > 3
-    flip_byte(path, offset=path.stat().st_size - 10)
-    with pytest.raises(IntegrityError, match=r"cf\.joblib"):
-        Bundle.open(path.parent)
-    assert CHUNK_BYTES == 64 * 1024 * 1024  # the module default is untouched
+    original = path.read_bytes()
+    for offset in (0, len(original) // 3, len(original) - 1):
+        flip_byte(path, offset=offset)
+        with pytest.raises(IntegrityError, match=r"cf\.joblib: BLAKE3 mismatch"):
+            Bundle.open(path.parent)
+        path.write_bytes(original)
+    Bundle.open(path.parent)
 
 
 def test_a_part_changed_after_open_is_checked_again_before_loading(

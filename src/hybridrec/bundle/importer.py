@@ -376,13 +376,15 @@ def import_loose(root: str | Path, *, allow_pickle: bool = False) -> ImportResul
                 similarity = sp.csr_matrix(
                     (data["data"], data["indices"], data["indptr"]), shape=tuple(data["shape"])
                 )
-        if items is None:
-            if "item_ids" not in found:
-                raise DataError(f"{sim_path}: a similarity matrix needs item_ids beside it")
+        # Rows follow the item_ids file (else the item factors' order).
+        if "item_ids" in found:
             iids = _read_ids(found["item_ids"], "item", allow_pickle=allow_pickle)
+        elif items is None:
+            raise DataError(f"{sim_path}: a similarity matrix needs item_ids beside it")
+        if items is None:
             items = _vocab(iids, "item", found["item_ids"])
-        else:
-            iids = items.ids
+        elif len(items) != iids.size or not np.isin(iids, items.ids).all():
+            raise DataError(f"{sim_path}: its item ids differ from the item factors' ids")
         n = len(items)
         if similarity.shape != (n, n):
             raise DataError(f"{sim_path}: shape {similarity.shape}, expected ({n}, {n}) items")

@@ -70,6 +70,7 @@ class ALS(Recommender):
 
     name = "als"
     Config = ALSConfig
+    represents_users = True
     config: ALSConfig
 
     def _make_weighter(self) -> Weighter:

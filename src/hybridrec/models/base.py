@@ -20,7 +20,9 @@ Contract (every recommender passes the shared test suite in ``tests/unit/test_co
   * A user id that is neither known nor in ``history`` raises `UnknownIdError`.
   * A user with an empty history gets an empty row from a personalized model (there is
     nothing to personalize on; the hybrid's fallback chain fills it). Models that do not
-    need a history (popularity) answer everyone.
+    need a history (popularity) answer everyone, and models that learned a representation
+    of each known user (ALS factors) answer known users even when their stored history is
+    empty (factors imported without interactions).
   * Rows may hold fewer than ``k`` items when filters or the catalog leave fewer.
 - ``similar_items(item_ids, k)`` returns, per query item, the ``k`` most similar other items;
   an unknown item raises `UnknownIdError`.
@@ -50,10 +52,12 @@ from hybridrec.data.vocab import Vocab
 from hybridrec.errors import ConfigError, DataError, HybridrecError, NotFittedError, UnknownIdError
 
 __all__ = [
+    "History",
     "ItemFilter",
     "ModelConfig",
     "Recommendations",
     "Recommender",
+    "sparse_times_dense",
     "topk_rows",
 ]
 
@@ -176,6 +180,19 @@ def topk_rows(scores: NDArray[np.floating[Any]], k: int) -> tuple[NDArray[np.int
     return out_idx, out_val
 
 
+def sparse_times_dense(rows: sp.csr_matrix, dense: NDArray[Any]) -> NDArray[np.float32]:
+    """``rows @ dense`` reading only the rows of ``dense`` that ``rows`` uses.
+
+    ``dense`` may be a memory-mapped item × item matrix: a plain product would page in all
+    of it (seconds for a large catalog) to answer one user with three items of history.
+    """
+    cols = np.unique(rows.indices)
+    if cols.size == 0:
+        return np.zeros((rows.shape[0], dense.shape[1]), np.float32)
+    sub = np.asarray(dense[cols])
+    return np.asarray(rows[:, cols].astype(sub.dtype) @ sub, dtype=np.float32)
+
+
 class Recommender(ABC):
     """Base class of all recommenders; see the module docstring for the full contract.
 
@@ -188,6 +205,9 @@ class Recommender(ABC):
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     #: Whether an empty history makes the model unable to answer (see the contract).
     needs_history: ClassVar[bool] = True
+    #: Whether known users have a learned representation (factors) that answers even when
+    #: their stored history is empty (as after importing factors without interactions).
+    represents_users: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:
         if config is not None and params:
@@ -296,7 +316,10 @@ class Recommender(ABC):
             sl = slice(start, start + block)
             scores = np.asarray(self._score(idx[sl], hist[sl], fold_in[sl]), dtype=np.float32)
             if self.needs_history:
-                scores[empty[sl]] = -np.inf
+                blank = empty[sl]
+                if self.represents_users:
+                    blank = blank & ((idx[sl] < 0) | fold_in[sl])
+                scores[blank] = -np.inf
             if exclude_seen:
                 h = hist[sl]
                 scores[np.repeat(np.arange(h.shape[0]), np.diff(h.indptr)), h.indices] = -np.inf

@@ -13,7 +13,7 @@ from pydantic import Field
 from hybridrec.data.dataset import InteractionData
 from hybridrec.data.matrix import Weighter, Weighting
 from hybridrec.errors import ConfigError
-from hybridrec.models.base import ModelConfig, Recommender
+from hybridrec.models.base import ModelConfig, Recommender, sparse_times_dense
 from hybridrec.models.registry import register
 
 __all__ = ["EASE", "EASEConfig"]
@@ -69,7 +69,7 @@ class EASE(Recommender):
     def _score(
         self, users: NDArray[np.int64], history: sp.csr_matrix, fold_in: NDArray[np.bool_]
     ) -> NDArray[np.float32]:
-        return np.asarray(self.weighter_.transform(history) @ self.weights_, dtype=np.float32)
+        return sparse_times_dense(self.weighter_.transform(history), self.weights_)
 
     def _similar_scores(self, items: NDArray[np.int64]) -> NDArray[np.float32]:
         # Column j of B says how much item j is predicted from each item: use B's rows+cols.

@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from pydantic import Field
 
 from hybridrec.data.dataset import InteractionData
-from hybridrec.models.base import ModelConfig, Recommender
+from hybridrec.models.base import ModelConfig, Recommender, sparse_times_dense
 from hybridrec.models.registry import register
 
 __all__ = ["ItemKNN", "ItemKNNConfig"]
@@ -66,7 +66,9 @@ class ItemKNN(Recommender):
     def _score(
         self, users: NDArray[np.int64], history: sp.csr_matrix, fold_in: NDArray[np.bool_]
     ) -> NDArray[np.float32]:
-        return _dense(history @ self.similarity_)
+        if sp.issparse(self.similarity_):
+            return _dense(history @ self.similarity_)
+        return sparse_times_dense(history, self.similarity_)
 
     def _similar_scores(self, items: NDArray[np.int64]) -> NDArray[np.float32]:
         return _dense(self.similarity_[items])
