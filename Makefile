@@ -9,6 +9,9 @@ export HYBRIDREC_DATA_HOME ?= $(abspath ../shared/datasets)
 # implicit does the threading; a threaded BLAS underneath only contends.
 export OPENBLAS_NUM_THREADS ?= 1
 MODEL_DIR ?= models
+# Everything the test suite exercises: content (FAISS, scikit-learn, sentence-transformers)
+# and neural (torch 2.13.0 CPU, pinned: a looser pin pulls a multi-GB CUDA build).
+EXTRAS ?= dev,content,neural
 
 .PHONY: help venv install run train evaluate test lint typecheck pytest bench bench-quality bench-als bench-bundle clean
 
@@ -24,7 +27,7 @@ $(BIN)/python:
 
 # Reinstall when the dependency declarations change.
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
-	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e ".[dev]"
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
 	@touch $@
 
 venv install: $(VENV)/.installed

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hybridrec.errors import ConfigError
@@ -37,6 +37,29 @@ class Settings(BaseSettings):
     data_home: Path = Path.home() / ".hybridrec" / "data"
     #: Default model directory for train / recommend.
     model_dir: Path = Path("models")
+
+    # ---- serving (``hybridrec serve``) -------------------------------------------------------
+    #: Where the service keeps its state: the default SQLite event store ``events.db``.
+    data_dir: Path = Path.home() / ".hybridrec"
+    #: SQLAlchemy URL of the event store, e.g. ``postgresql+psycopg://user@host/db``
+    #: (``postgresql://`` is taken as psycopg 3); unset: SQLite (WAL) in ``data_dir``.
+    database_url: str | None = None
+    #: Bearer token of the ``/admin`` and ``/debug`` routes; unset: those routes are off.
+    admin_token: SecretStr | None = None
+    #: Address and port ``hybridrec serve`` listens on.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    #: Server processes (each holds its own copy of the model and the online history).
+    workers: int = Field(default=1, ge=1, le=64)
+    #: Serve this version instead of the store's ``current`` (unset: current).
+    model_version: str | None = None
+    #: Seconds between a worker's catch-ups with the event store and the ``current`` pointer
+    #: (events and promotions made through other workers or processes); 0: never.
+    sync_seconds: float = Field(default=1.0, ge=0)
+    #: How long online events stay in a user's in-memory history (they are in the store for
+    #: retraining anyway), and at most how many items per user are kept.
+    online_history_seconds: float = Field(default=7 * 86_400.0, gt=0)
+    online_history_items: int = Field(default=500, ge=1)
 
 
 class _Strict(BaseModel):
@@ -140,6 +163,8 @@ class ModelSpec(_Strict):
     tune: dict[str, list[Any]] = Field(default_factory=dict)
     #: Skip this model without deleting its section.
     enabled: bool = True
+    #: Hybrids: search the weight simplex on the validation split with this step (e.g. 0.1).
+    tune_weights: float | None = Field(default=None, gt=0, le=0.5)
 
 
 class PipelineConfig(_Strict):
@@ -170,6 +195,7 @@ class PipelineConfig(_Strict):
                     "model": table.pop("model", name),
                     "tune": table.pop("tune", {}),
                     "enabled": table.pop("enabled", True),
+                    "tune_weights": table.pop("tune_weights", None),
                     "params": table.pop("params", {}) | table,
                 }
             values = {**values, "models": specs}

@@ -409,3 +409,81 @@ def test_service_refuses_a_corrupted_version_and_keeps_serving(
     v3 = save_version(tmp_path, cf_models)
     assert service.reload().version == v3
     assert service.bundle.version == v3
+
+
+# ---- content part (lazy) and hybrids (references) ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def with_content(
+    cf_models: dict[str, Recommender], planted_data: InteractionData
+) -> dict[str, Recommender]:
+    import dataclasses
+
+    from test_contract import planted_catalog
+
+    data = dataclasses.replace(
+        planted_data, items_table=planted_catalog(planted_data.items.to_list())
+    )
+    content = create_model("content", {"show_progress": False, "cache": False}).fit(data)
+    hybrid = create_model("hybrid", {"components": {"als": 0.5, "itemknn": 0.3, "content": 0.2}})
+    hybrid.attach({**cf_models, "content": content}).fit(planted_data)
+    return {**cf_models, "content": content, "hybrid": hybrid}
+
+
+def test_content_and_hybrid_round_trip(
+    with_content: dict[str, Recommender], planted_data: InteractionData, tmp_path: Path
+) -> None:
+    import joblib
+
+    version = save_version(tmp_path, with_content)
+    manifest = Bundle.open(tmp_path / version, eager=()).manifest
+    assert manifest["parts"]["content"]["models"] == ["content"]
+    assert set(manifest["files"]) == {"cf.joblib", "content.joblib"}
+    # The hybrid refers to its components; nothing is stored twice.
+    payload = joblib.load(tmp_path / version / "cf.joblib", mmap_mode="r")
+    refs = payload["models"]["hybrid"]["state"]["components"]
+    assert refs == {
+        "als": {"ref": "als"},
+        "itemknn": {"ref": "itemknn"},
+        "content": {"ref": "content"},
+    }
+    bundle = Bundle.open(tmp_path / version)
+    users = planted_data.users.ids
+    for name in ("content", "hybrid"):
+        assert_same_answers(with_content[name], bundle.model(name), users)
+
+
+def test_eight_cold_requests_load_the_content_part_once(
+    with_content: dict[str, Recommender], planted_data: InteractionData, tmp_path: Path
+) -> None:
+    save_version(tmp_path, with_content)
+    service = ModelService(tmp_path)
+    assert service.reload().ok
+    bundle = service.bundle
+    assert bundle.loaded_parts() == ["cf"]  # content waits for its first request
+    assert bundle.load_counts["content"] == 0
+    barrier = threading.Barrier(8)
+    answers: list[Any] = []
+    errors: list[BaseException] = []
+
+    def ask(i: int) -> None:
+        try:
+            barrier.wait()
+            user = planted_data.users.ids[i]
+            answers.append((i, service.bundle.recommend([user], 5, model="content").indices))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert bundle.load_counts["content"] == 1
+    assert sorted(bundle.loaded_parts()) == ["cf", "content"]
+    expected = with_content["content"]
+    for i, got in answers:
+        user = planted_data.users.ids[i]
+        np.testing.assert_array_equal(got, expected.recommend([user], 5).indices)

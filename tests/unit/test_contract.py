@@ -2,11 +2,14 @@
 
 The suite is parametrized over `model_names()`, so a newly registered model is tested as soon
 as it exists. Hyperparameters suited to the tiny planted data set live in `MODEL_PARAMS`; a
-model missing from it is built with its defaults.
+model missing from it is built with its defaults. A model that needs more than interactions
+(the content model needs an item catalog) gets it from `MODEL_DATA`; every check is the same.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +41,57 @@ MODEL_PARAMS: dict[str, dict[str, Any]] = {
     "itemknn": {"neighbors": 20},
     "ease": {"regularization": 10.0},
     "popularity": {},
+    "content": {"show_progress": False},
+    "hybrid": {
+        "components": {"als": 0.5, "itemknn": 0.5},
+        "params": {"als": {"factors": 16, "iterations": 15, "use_gpu": False, "random_state": 0}},
+    },
+    "router": {
+        "cold": "itemknn",
+        "warm": "als",
+        "hot": "ease",
+        "cold_below": 5,
+        "hot_from": 12,
+        "params": {
+            "als": {"factors": 16, "iterations": 15, "use_gpu": False, "random_state": 0},
+            "ease": {"regularization": 10.0},
+        },
+    },
 }
+
+_CLUSTER_WORDS = (
+    ("rocket", "galaxy", "alien", "orbit", "planet", "laser", "starship", "nebula"),
+    ("romance", "wedding", "love", "kiss", "heart", "date", "bride", "flirt"),
+    ("ghost", "zombie", "haunted", "blood", "scream", "curse", "crypt", "vampire"),
+)
+
+
+def planted_catalog(item_ids: list[int], n_clusters: int = 3, seed: int = 0) -> pl.DataFrame:
+    """A catalog whose text carries the planted clusters: each item gets four to six words of
+    its cluster's vocabulary (repeated at random, so no two items tie) and a unique word."""
+    rng = np.random.default_rng(seed)
+    titles, tags = [], []
+    for item in item_ids:
+        words = _CLUSTER_WORDS[(item - 1000) % n_clusters]
+        chosen = rng.choice(len(words), size=int(rng.integers(4, 7)), replace=False)
+        titles.append(f"title{item}")
+        tags.append(" ".join(words[j] for j in chosen for _ in range(int(rng.integers(1, 4)))))
+    return pl.DataFrame({"item_id": item_ids, "title": titles, "tags": tags})
+
+
+def with_catalog(data: InteractionData) -> InteractionData:
+    return dataclasses.replace(data, items_table=planted_catalog(data.items.to_list()))
+
+
+#: Training data per model name: models not listed train on the interactions alone.
+MODEL_DATA: dict[str, Callable[[InteractionData], InteractionData]] = {
+    "content": with_catalog,
+}
+
+
+def data_for(name: str, data: InteractionData) -> InteractionData:
+    return MODEL_DATA.get(name, lambda d: d)(data)
+
 
 NAMES = model_names()
 UNKNOWN_USER = 999_999
@@ -57,7 +110,7 @@ def name(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="module")
 def fitted(name: str, planted_data: InteractionData) -> Recommender:
     """One fitted model per registered name (shared by the module: never mutate it)."""
-    return make(name).fit(planted_data)
+    return make(name).fit(data_for(name, planted_data))
 
 
 def seen_items(data: InteractionData, user_id: int) -> set[int]:
@@ -418,12 +471,12 @@ def test_not_fitted(name, tmp_path: Path):
 def test_fit_returns_self_and_construction_does_no_work(name, planted_data):
     model = make(name)
     assert model.users_ is None and model.items_ is None
-    assert model.fit(planted_data) is model
+    assert model.fit(data_for(name, planted_data)) is model
     assert model.items_ == planted_data.items
 
 
 def test_fit_does_not_modify_training_data(name, planted):
-    data = InteractionData.from_frame(planted)
+    data = data_for(name, InteractionData.from_frame(planted))
     before = data.matrix.copy()
     make(name).fit(data)
     np.testing.assert_array_equal(data.matrix.indptr, before.indptr)

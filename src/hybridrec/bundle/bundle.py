@@ -142,7 +142,11 @@ def _csr_equal(a: sp.csr_matrix, b: sp.csr_matrix) -> bool:
 
 
 def _part_payload(
-    models: Mapping[str, Recommender], part: str, top_n: TopN | None, float32: bool
+    models: Mapping[str, Recommender],
+    part: str,
+    top_n: TopN | None,
+    float32: bool,
+    siblings: Mapping[str, Recommender] | None = None,
 ) -> dict[str, Any]:
     bases: list[dict[str, Any]] = []
     entries: dict[str, Any] = {}
@@ -161,7 +165,8 @@ def _part_payload(
         if i < 0:
             bases.append({"users": users, "items": items, "user_items": user_items})
             i = len(bases) - 1
-        state = model.export_state()
+        others = {n: m for n, m in (siblings or models).items() if m is not model}
+        state = model.export_state(siblings=others)
         if float32:
             state = cast_float64(state)
         entries[name] = {**state, "base": i}
@@ -212,7 +217,7 @@ def write_bundle(
     for part, members in by_part.items():
         file = f"{part}.joblib"
         dump_part(
-            _part_payload(members, part, top_n, options.float32),
+            _part_payload(members, part, top_n, options.float32, models),
             path / file,
             options.compression,
         )
@@ -306,7 +311,7 @@ class Bundle:
         self._parts: dict[str, Mapping[str, Any]] = dict(parts or {})
         self._models: dict[str, Recommender] = {}
         self._items: pl.DataFrame | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._part_locks = {name: threading.Lock() for name in manifest.get("parts", {})}
         self._stats: dict[str, tuple[int, int]] = {}
 
@@ -368,7 +373,7 @@ class Bundle:
             "default_model": default_model or next(iter(models)),
             "files": {},
         }
-        parts = {p: _part_payload(m, p, top_n, False) for p, m in by_part.items()}
+        parts = {p: _part_payload(m, p, top_n, False, models) for p, m in by_part.items()}
         bundle = cls(Path(path), manifest, mmap=False, parts=parts)
         bundle._items = items
         return bundle
@@ -451,6 +456,8 @@ class Bundle:
             if cached is None:
                 entry = payload["models"][name]
                 base = payload["bases"][entry["base"]]
+                # Hybrids refer to the bundle's other models by name (reentrant lock).
+                entry = {**entry, "state": {**entry["state"], "_resolve": self.model}}
                 cached = Recommender.from_state(
                     entry, base["users"], base["items"], base["user_items"]
                 )

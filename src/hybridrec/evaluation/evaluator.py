@@ -141,9 +141,15 @@ class Evaluator:
         """Top-max(k) item indices for every evaluated user (training items excluded)."""
         history: dict[Any, list[Any]] = {u: [] for u in self.unknown_users.tolist()}
         recs = model.recommend(self.user_ids, max(self.ks), exclude_seen=True, history=history)
-        if recs.items != self.train.items:
-            raise ValueError(f"model {model.name!r} was fit on a different item vocabulary")
-        return recs.indices
+        if recs.items == self.train.items:
+            return recs.indices
+        # A model over another item vocabulary (content: the whole catalog): map by id.
+        # Items the evaluation does not know cannot be hits; they keep their rank slot.
+        valid = recs.indices >= 0
+        mapped = np.full(recs.indices.shape, -1, np.int64)
+        ids = recs.items.lookup(recs.indices[valid])
+        mapped[valid] = self.train.items.index(ids, missing="mask")
+        return mapped
 
     def evaluate(
         self,

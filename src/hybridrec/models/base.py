@@ -205,6 +205,10 @@ class Recommender(ABC):
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     #: Whether an empty history makes the model unable to answer (see the contract).
     needs_history: ClassVar[bool] = True
+    #: Whether fitting needs the item catalog (``InteractionData.items_table``).
+    needs_catalog: ClassVar[bool] = False
+    #: Which bundle file holds the model: "cf" (loaded at start-up) or "content" (lazily).
+    bundle_part: ClassVar[str] = "cf"
     #: Whether known users have a learned representation (factors) that answers even when
     #: their stored history is empty (as after importing factors without interactions).
     represents_users: ClassVar[bool] = False
@@ -353,11 +357,15 @@ class Recommender(ABC):
     def _set_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         """Restore what `_state` returned."""
 
-    def export_state(self) -> dict[str, Any]:
+    def export_state(self, siblings: Mapping[str, Recommender] | None = None) -> dict[str, Any]:
         """Model name, config and learned state, without vocabularies or training matrix.
 
         With `from_state` this is how bundles store models: the vocabularies and the
         training matrix, shared by the models of a pipeline, are stored once beside them.
+
+        Args:
+            siblings: The other models stored alongside (name → model); a model built from
+                others (a hybrid) stores references to them instead of copies.
         """
         self._fitted()
         return {"model": self.name, "config": self.config.model_dump(), "state": self._state()}

@@ -30,6 +30,7 @@ from hybridrec.config import (
     BundleConfig,
     DataConfig,
     EvaluationConfig,
+    ModelSpec,
     PipelineConfig,
     SplitConfig,
 )
@@ -37,9 +38,11 @@ from hybridrec.data.dataset import InteractionData
 from hybridrec.data.loaders import RawData, load_dataset, load_files, load_interactions
 from hybridrec.data.split import Split, global_temporal_split, random_split, temporal_split
 from hybridrec.data.transform import deduplicate, kcore_filter, to_implicit
+from hybridrec.errors import ConfigError
 from hybridrec.evaluation.evaluator import Evaluator, ModelReport
 from hybridrec.models.base import Recommender
-from hybridrec.models.registry import create_model
+from hybridrec.models.hybrid import ComposedRecommender, Hybrid, tune_weights
+from hybridrec.models.registry import create_model, get_model_class
 
 __all__ = [
     "PreparedData",
@@ -49,6 +52,7 @@ __all__ = [
     "evaluate_pipeline",
     "fingerprint",
     "fit_model",
+    "fit_order",
     "precompute_top_n",
     "prepare_data",
     "preprocess",
@@ -139,13 +143,44 @@ def fingerprint(df: pl.DataFrame) -> dict[str, Any]:
 
 
 def fit_model(
-    name: str, params: dict[str, Any], data: InteractionData
+    name: str,
+    params: dict[str, Any],
+    data: InteractionData,
+    fitted: dict[str, Recommender] | None = None,
 ) -> tuple[Recommender, float]:
-    """Create and fit model ``name``; returns it and the seconds ``fit`` took."""
+    """Create and fit model ``name``; returns it and the seconds ``fit`` took.
+
+    A model built from others (a hybrid) gets the already ``fitted`` pipeline models it
+    names as its components, so they are neither refit nor stored twice.
+    """
     model: Recommender = create_model(name, params)
+    if isinstance(model, ComposedRecommender) and fitted:
+        model.attach(fitted)
     start = time.perf_counter()
     model.fit(data)
     return model, time.perf_counter() - start
+
+
+def fit_order(cfg: PipelineConfig, names: list[str]) -> list[str]:
+    """``names`` with every hybrid after the pipeline models it is built from."""
+    deps: dict[str, list[str]] = {}
+    for name in names:
+        spec = cfg.models.get(name)
+        model = create_model(spec.model, spec.params) if spec else None
+        deps[name] = (
+            [c for c in model.component_names() if c in names and c != name]
+            if isinstance(model, ComposedRecommender)
+            else []
+        )
+    order: list[str] = []
+    pending = list(names)
+    while pending:
+        ready = [n for n in pending if all(d in order for d in deps[n])]
+        if not ready:
+            raise ConfigError(f"hybrids refer to each other in a cycle: {', '.join(pending)}")
+        order.extend(ready)
+        pending = [n for n in pending if n not in ready]
+    return order
 
 
 def _grid(tune: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -207,7 +242,7 @@ def evaluate_pipeline(
     Returns:
         The test reports (config order, popularity first when added) and the chosen params.
     """
-    specs = cfg.enabled_models()
+    specs = runnable_models(cfg, items, console)
     names = list(specs)
     if not any(spec.model == BASELINE for spec in specs.values()):
         names.insert(0, BASELINE)
@@ -222,11 +257,28 @@ def evaluate_pipeline(
     fit_df = split.train_valid() if cfg.refit_on_valid else split.train
     fit_data = InteractionData.from_frame(fit_df, items_table=items)
     test_eval = Evaluator(fit_data, split.test, **eval_kw)
-    reports: list[ModelReport] = []
+    reports: dict[str, ModelReport] = {}
     chosen: dict[str, dict[str, Any]] = {}
+    fitted: dict[str, Recommender] = {}
+    on_train: dict[str, Recommender] = {}
+
+    def train_model(name: str) -> Recommender:
+        """Model ``name`` with its chosen params fit on train only (for tuning hybrids)."""
+        if name not in on_train:
+            if fit_df is split.train:
+                on_train[name] = fitted[name]
+            else:
+                spec = specs.get(name)
+                kind = spec.model if spec else BASELINE
+                for dep in _components(kind, chosen[name]):
+                    if dep in chosen:
+                        train_model(dep)
+                on_train[name], _ = fit_model(kind, chosen[name], train, on_train)
+        return on_train[name]
+
     with _progress(console) as progress:
         task = progress.add_task("evaluate", total=len(names))
-        for name in names:
+        for name in fit_order(cfg, names):
             spec = specs.get(name)
             model_name = spec.model if spec else BASELINE
             params = dict(spec.params) if spec else {}
@@ -240,11 +292,58 @@ def evaluate_pipeline(
                     target=ev.target,
                     progress=progress,
                 )
-            model, seconds = fit_model(model_name, params, fit_data)
-            reports.append(test_eval.evaluate(model, name, fit_seconds=seconds))
+            if spec and spec.tune_weights and valid_eval is not None:
+                parts = {d: train_model(d) for d in _components(model_name, params) if d in chosen}
+                hybrid, _ = fit_model(model_name, params, train, parts)
+                assert isinstance(hybrid, Hybrid)
+                best, _ = tune_weights(
+                    hybrid,
+                    lambda h: valid_eval.evaluate(h).metrics[ev.target],
+                    step=spec.tune_weights,
+                )
+                params = params | {"components": best}
+            model, seconds = fit_model(model_name, params, fit_data, fitted)
+            reports[name] = test_eval.evaluate(model, name, fit_seconds=seconds)
             chosen[name] = params
+            fitted[name] = model
             progress.advance(task)
-    return reports, chosen
+    return [reports[n] for n in names], {n: chosen[n] for n in names}
+
+
+def runnable_models(
+    cfg: PipelineConfig, items: pl.DataFrame | None, console: Console | None = None
+) -> dict[str, ModelSpec]:
+    """The enabled models, less those that cannot run on this data.
+
+    Models that need an item catalog are left out when there is none, and so are hybrids
+    built on them; each one left out is reported on ``console``.
+    """
+    specs = dict(cfg.enabled_models())
+    dropped: list[str] = []
+    if items is None:
+        for name, spec in list(specs.items()):
+            if get_model_class(spec.model).needs_catalog:
+                dropped.append(name)
+                del specs[name]
+    changed = True
+    while changed:
+        changed = False
+        for name, spec in list(specs.items()):
+            needs = _components(spec.model, dict(spec.params))
+            if any(d in dropped for d in needs):
+                dropped.append(name)
+                del specs[name]
+                changed = True
+    if dropped and console is not None:
+        console.print(
+            f"[yellow]skipped {', '.join(dropped)}: no item catalog in this data[/yellow]"
+        )
+    return specs
+
+
+def _components(kind: str, params: dict[str, Any]) -> list[str]:
+    model = create_model(kind, params)
+    return model.component_names() if isinstance(model, ComposedRecommender) else []
 
 
 def evaluate_fitted(
@@ -352,7 +451,8 @@ def train_pipeline(
             reports, chosen = evaluate_pipeline(cfg, split, items=items, console=console)
 
     target = cfg.evaluation.target
-    names = [n for n in chosen if n in cfg.enabled_models()] or list(chosen)
+    runnable = runnable_models(cfg, items, console if not reports else None)
+    names = [n for n in chosen if n in runnable] or [n for n in runnable] or list(chosen)
     scored = {r.name: r.metrics.get(target, float("-inf")) for r in reports}
     if scored:
         default_model = max(names, key=lambda n: scored.get(n, float("-inf")))
@@ -364,18 +464,19 @@ def train_pipeline(
     options = bundle_options or bundle_options_from(cfg.bundle)
 
     def write(path: Path) -> dict[str, Any]:
-        models: dict[str, Recommender] = {}
         info: dict[str, dict[str, Any]] = {}
         top_n = None
+        fitted: dict[str, Recommender] = {}
         with _progress(console) as progress:
             task = progress.add_task("train", total=len(names))
-            for name in names:
+            for name in fit_order(cfg, names):
                 spec = cfg.models.get(name)
                 model_name = spec.model if spec else name
-                model, seconds = fit_model(model_name, chosen[name], final)
-                models[name] = model
+                model, seconds = fit_model(model_name, chosen[name], final, fitted)
+                fitted[name] = model
                 info[name] = {"params": model.config.model_dump(), "fit_seconds": round(seconds, 3)}
                 progress.advance(task)
+            models = {name: fitted[name] for name in names}
             if cfg.bundle.precompute_top_n:
                 top_n = precompute_top_n(models[default_model], default_model, cfg.bundle)
         manifest = write_bundle(

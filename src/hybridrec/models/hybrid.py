@@ -1,0 +1,459 @@
+"""Hybrids: a weighted blend of recommenders, and a router by the length of a user's history.
+
+Both are `Recommender`s built on *components*: other fitted models of the same pipeline,
+named by their pipeline names. In a pipeline the components are the pipeline's own fitted
+models (attached, never refit, and stored once in the bundle: the hybrid keeps references);
+standalone, a hybrid fits the components it is missing itself (``params`` gives their
+hyperparameters, the name is the registered model name).
+
+Blend: each component proposes its top ``candidates`` items per user (seen items excluded);
+over the union of the proposals each component's scores are normalized per user (min-max,
+z-score, or by rank), and the hybrid scores are their weighted sum. A component that cannot
+answer a user (a personalized model and an empty history) sits that user out and the other
+weights carry the score. Weights come from the config, or from `tune_weights`: a search
+over the weight simplex on a validation split.
+
+Router: cold users (fewer than ``cold_below`` interactions) are answered by one component,
+warm by another, hot (at least ``hot_from``) by a third; thresholds and components in the
+config.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+from pydantic import Field, model_validator
+
+from hybridrec.data.dataset import InteractionData
+from hybridrec.errors import ConfigError
+from hybridrec.models.base import (
+    History,
+    ItemFilter,
+    ModelConfig,
+    Recommendations,
+    Recommender,
+    topk_rows,
+)
+from hybridrec.models.registry import create_model, register
+
+__all__ = [
+    "ComposedRecommender",
+    "Hybrid",
+    "HybridConfig",
+    "Router",
+    "RouterConfig",
+    "mixed",
+    "normalize_scores",
+    "simplex_grid",
+    "tune_weights",
+]
+
+Normalization = Literal["minmax", "zscore", "rank"]
+
+# Per-thread request context: whether the running recommend call excludes seen items.
+_CONTEXT = threading.local()
+
+
+def normalize_scores(scores: NDArray[Any], mask: NDArray[np.bool_], method: Normalization) -> Any:
+    """Per-row normalization of ``scores`` over the cells where ``mask`` is True.
+
+    ``minmax`` maps each row's candidates to [0, 1]; ``zscore`` centres and scales them;
+    ``rank`` gives the best candidate 1 and the worst 1/n (n candidates in the row). Cells
+    outside the mask are 0.
+    """
+    s = np.where(mask, scores, np.nan).astype(np.float64)
+    out = np.zeros_like(s)
+    if method == "rank":
+        filled = np.where(mask, s, -np.inf)
+        order = np.argsort(-filled, axis=1, kind="stable")
+        ranks = np.empty_like(order)
+        rows = np.arange(s.shape[0])[:, None]
+        ranks[rows, order] = np.arange(s.shape[1])[None, :]
+        n = mask.sum(axis=1, keepdims=True)
+        out = np.where(mask, (n - ranks) / np.maximum(n, 1), 0.0)
+        return out
+    has = mask.any(axis=1, keepdims=True)
+    base = np.where(has, s, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if method == "minmax":
+            lo = np.nanmin(base, axis=1, keepdims=True)
+            hi = np.nanmax(base, axis=1, keepdims=True)
+            out = (s - lo) / np.where(hi > lo, hi - lo, 1.0)
+        else:
+            mean = np.nanmean(base, axis=1, keepdims=True)
+            std = np.nanstd(base, axis=1, keepdims=True)
+            out = (s - mean) / np.where(std > 0, std, 1.0)
+    return np.where(mask, np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0), 0.0)
+
+
+class ComposedRecommender(Recommender):
+    """A recommender made of other recommenders (its *components*).
+
+    Components are attached (`attach`) before `fit` or fitted by `fit` itself; they must
+    share the composite's user and item vocabularies. Saved standalone, their state goes
+    inline; in a bundle, components that are models of the bundle are stored as references
+    (`export_state` with ``siblings``), resolved on load.
+    """
+
+    #: Components that a missing attachment is fitted for (subclasses: from the config).
+    def component_names(self) -> list[str]:
+        """Pipeline names of the components this model needs."""
+        raise NotImplementedError
+
+    def _component_params(self, name: str) -> dict[str, Any]:
+        return {}
+
+    def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:
+        super().__init__(config, **params)
+        self.components_: dict[str, Recommender] = {}
+
+    @property
+    def needs_history(self) -> bool:  # type: ignore[override]
+        """Personalized unless a component answers users without history (popularity)."""
+        return all(m.needs_history for m in self.components_.values()) if self.components_ else True
+
+    def recommend(
+        self,
+        user_ids: Sequence[Any] | NDArray[Any],
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        filters: ItemFilter | None = None,
+        history: History | None = None,
+    ) -> Recommendations:
+        """As `Recommender.recommend`, with components proposing unseen candidates.
+
+        When seen items are excluded, each component's top-N skips them too (else it could
+        be spent on items the user already has).
+        """
+        previous = getattr(_CONTEXT, "exclude_seen", True)
+        _CONTEXT.exclude_seen = exclude_seen
+        try:
+            return super().recommend(
+                user_ids, k, exclude_seen=exclude_seen, filters=filters, history=history
+            )
+        finally:
+            _CONTEXT.exclude_seen = previous
+
+    def attach(self, models: Mapping[str, Recommender]) -> ComposedRecommender:
+        """Use these fitted models as components (by pipeline name); returns ``self``."""
+        for name in self.component_names():
+            if name in models:
+                self.components_[name] = models[name]
+        return self
+
+    def _fit(self, data: InteractionData) -> None:
+        for name in self.component_names():
+            model = self.components_.get(name)
+            if model is None:
+                model = create_model(name, self._component_params(name)).fit(data)
+                self.components_[name] = model
+            users, items, _ = model._fitted()
+            if users != data.users or (
+                items != data.items and (items.index(data.items.ids, missing="mask") < 0).any()
+            ):
+                raise ConfigError(
+                    f"{self.name}: component {name!r} was fit on other users/items than the "
+                    "hybrid; fit them on the same data"
+                )
+
+    def export_state(self, siblings: Mapping[str, Recommender] | None = None) -> dict[str, Any]:
+        """As `Recommender.export_state`; components found in ``siblings`` become references."""
+        exported = super().export_state()
+        refs: dict[str, Any] = {}
+        for name, model in self.components_.items():
+            sibling = next((n for n, m in (siblings or {}).items() if m is model), None)
+            refs[name] = {"ref": sibling} if sibling is not None else model.export_state()
+        exported["state"] = {**exported["state"], "components": refs}
+        return exported
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        resolve: Callable[[str], Recommender] | None = state.get("_resolve")
+        users, items, user_items = self._fitted()
+        self.components_ = {}
+        for name, entry in state["components"].items():
+            if "ref" in entry:
+                if resolve is None:
+                    raise ConfigError(
+                        f"{self.name}: component {name!r} is a reference to "
+                        f"{entry['ref']!r}, which is not available here"
+                    )
+                self.components_[name] = resolve(entry["ref"])
+            else:
+                self.components_[name] = Recommender.from_state(entry, users, items, user_items)
+
+    def _state(self) -> dict[str, Any]:
+        return {}
+
+    def _component_scores(
+        self,
+        name: str,
+        users: NDArray[np.int64],
+        history: sp.csr_matrix,
+        fold_in: NDArray[np.bool_],
+    ) -> NDArray[np.float32]:
+        """Scores of one component with the base class's rules (seen excluded, no history)."""
+        model = self.components_[name]
+        items = self._fitted()[1]
+        own_items = model._fitted()[1]
+        if own_items != items:
+            # A component over a larger item vocabulary (content: the whole catalog):
+            # translate the history into its columns and its scores back into ours.
+            cols = own_items.index(items.ids)
+            history_c = sp.csr_matrix(
+                (history.data, cols[history.indices], history.indptr),
+                shape=(history.shape[0], len(own_items)),
+            )
+            scores = np.asarray(model._score(users, history_c, fold_in), np.float32)[:, cols]
+        else:
+            scores = np.asarray(model._score(users, history, fold_in), dtype=np.float32).copy()
+        if model.needs_history:
+            blank = np.diff(history.indptr) == 0
+            if model.represents_users:
+                blank &= (users < 0) | fold_in
+            scores[blank] = -np.inf
+        if getattr(_CONTEXT, "exclude_seen", True):
+            rows = np.repeat(np.arange(history.shape[0]), np.diff(history.indptr))
+            scores[rows, history.indices] = -np.inf
+        return scores
+
+
+class HybridConfig(ModelConfig):
+    """Hyperparameters of `Hybrid`."""
+
+    #: Component pipeline name → weight (weights are renormalized to sum to 1).
+    components: dict[str, float] = Field(default_factory=lambda: {"als": 0.6, "itemknn": 0.4})
+    #: Per-model score normalization over the candidate union: minmax | zscore | rank.
+    normalization: Normalization = "minmax"
+    #: Top-N candidates each component proposes per user.
+    candidates: int = Field(default=100, gt=0)
+    #: Hyperparameters of components the hybrid fits itself (standalone use).
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> HybridConfig:
+        if not self.components:
+            raise ValueError("components must name at least one model")
+        if any(w < 0 for w in self.components.values()) or sum(self.components.values()) <= 0:
+            raise ValueError("weights must be non-negative with a positive sum")
+        return self
+
+
+@register
+class Hybrid(ComposedRecommender):
+    """Weighted blend of components over the union of their top-N candidates."""
+
+    name = "hybrid"
+    Config = HybridConfig
+    config: HybridConfig
+
+    def component_names(self) -> list[str]:
+        """The weighted components."""
+        return list(self.config.components)
+
+    def _component_params(self, name: str) -> dict[str, Any]:
+        return dict(self.config.params.get(name, {}))
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Component weights, summing to 1."""
+        total = sum(self.config.components.values())
+        return {k: v / total for k, v in self.config.components.items()}
+
+    def normalized_parts(
+        self, users: NDArray[np.int64], history: sp.csr_matrix, fold_in: NDArray[np.bool_]
+    ) -> tuple[dict[str, Any], dict[str, Any], NDArray[np.bool_]]:
+        """Normalized component scores over the candidate union, and who each answers.
+
+        Returns per component the normalized scores and a mask of the rows it answers,
+        plus the union mask; none depends on the weights (tuning reuses them).
+        """
+        raw = {n: self._component_scores(n, users, history, fold_in) for n in self.components_}
+        union = np.zeros(next(iter(raw.values())).shape, dtype=bool)
+        for scores in raw.values():
+            idx, _ = topk_rows(scores, self.config.candidates)
+            rows = np.repeat(np.arange(idx.shape[0]), idx.shape[1])
+            ok = idx.ravel() >= 0
+            union[rows[ok], idx.ravel()[ok]] = True
+        parts, answers = {}, {}
+        for name, scores in raw.items():
+            finite = np.isfinite(scores)
+            answers[name] = finite.any(axis=1)
+            parts[name] = normalize_scores(scores, union & finite, self.config.normalization)
+        return parts, answers, union
+
+    def _score(
+        self, users: NDArray[np.int64], history: sp.csr_matrix, fold_in: NDArray[np.bool_]
+    ) -> NDArray[np.float32]:
+        parts, answers, union = self.normalized_parts(users, history, fold_in)
+        return blend(parts, answers, union, self.weights)
+
+    def _similar_scores(self, items: NDArray[np.int64]) -> NDArray[np.float32]:
+        total = np.zeros((items.size, len(self._fitted()[1])), np.float64)
+        for name, w in self.weights.items():
+            try:
+                s = np.asarray(self.components_[name]._similar_scores(items), np.float64)
+            except Exception:
+                continue
+            mask = np.isfinite(s)
+            mask[np.arange(items.size), items] = False
+            total += w * normalize_scores(s, mask, "minmax")
+        return total.astype(np.float32)
+
+
+def blend(
+    parts: Mapping[str, NDArray[np.float64]],
+    answers: Mapping[str, NDArray[np.bool_]],
+    union: NDArray[np.bool_],
+    weights: Mapping[str, float],
+) -> NDArray[np.float32]:
+    """Weighted sum of normalized parts; rows renormalize over the components answering."""
+    total = np.zeros(union.shape, np.float64)
+    mass = np.zeros(union.shape[0], np.float64)
+    for name, part in parts.items():
+        w = weights.get(name, 0.0)
+        if w <= 0:
+            continue
+        total += w * part * answers[name][:, None]
+        mass += w * answers[name]
+    out = np.where(union, total / np.where(mass > 0, mass, 1.0)[:, None], -np.inf)
+    out[mass == 0] = -np.inf
+    return out.astype(np.float32)
+
+
+def mixed(als: Recommender, popularity: Recommender, alpha: float) -> Hybrid:
+    """ALS blended with popularity: ``alpha`` is the ALS weight (1 = ALS only)."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"alpha must be between 0 and 1 (got {alpha})")
+    weights = {"als": alpha, "popularity": 1.0 - alpha}
+    hybrid = Hybrid(components={k: v for k, v in weights.items() if v > 0} or {"als": 1.0})
+    hybrid.attach({"als": als, "popularity": popularity})
+    users, items, user_items = als._fitted()
+    hybrid.users_, hybrid.items_, hybrid.user_items_ = users, items, user_items
+    return hybrid
+
+
+def simplex_grid(n: int, step: float = 0.1) -> list[tuple[float, ...]]:
+    """Every weight vector of ``n`` non-negative multiples of ``step`` summing to 1."""
+    units = round(1 / step)
+    return [
+        tuple(c / units for c in combo)
+        for combo in itertools.product(range(units + 1), repeat=n)
+        if sum(combo) == units
+    ]
+
+
+def tune_weights(
+    hybrid: Hybrid,
+    evaluate: Callable[[Recommender], float],
+    *,
+    step: float = 0.1,
+) -> tuple[dict[str, float], list[tuple[dict[str, float], float]]]:
+    """Search the weight simplex; ``evaluate`` scores a hybrid (e.g. NDCG@10 on valid).
+
+    Component scores are computed once and cached (they do not depend on the weights),
+    so each grid point costs a weighted sum and a top-k.
+
+    Returns:
+        The best weights and every trial.
+    """
+    names = hybrid.component_names()
+    cache: dict[tuple[bytes, bytes], Any] = {}
+    original = hybrid.normalized_parts
+
+    def cached(users: Any, history: Any, fold_in: Any) -> Any:
+        key = (np.asarray(users).tobytes(), np.asarray(history.indptr).tobytes())
+        if key not in cache:
+            cache[key] = original(users, history, fold_in)
+        return cache[key]
+
+    trials: list[tuple[dict[str, float], float]] = []
+    hybrid.normalized_parts = cached  # type: ignore[method-assign]
+    try:
+        for combo in simplex_grid(len(names), step):
+            weights = dict(zip(names, combo, strict=True))
+            if sum(weights.values()) <= 0:
+                continue
+            hybrid.config = hybrid.config.model_copy(update={"components": weights})
+            trials.append((weights, evaluate(hybrid)))
+    finally:
+        del hybrid.normalized_parts
+    best = max(trials, key=lambda t: t[1])[0]
+    hybrid.config = hybrid.config.model_copy(update={"components": best})
+    return best, trials
+
+
+class RouterConfig(ModelConfig):
+    """Hyperparameters of `Router`."""
+
+    #: Users with fewer training interactions are cold.
+    cold_below: int = Field(default=5, ge=1)
+    #: Users with at least this many are hot (between: warm).
+    hot_from: int = Field(default=20, ge=2)
+    #: Component (pipeline name) per segment.
+    cold: str = "content"
+    warm: str = "als"
+    hot: str = "hybrid"
+    #: Hyperparameters of components the router fits itself (standalone use).
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> RouterConfig:
+        if self.hot_from <= self.cold_below:
+            raise ValueError("hot_from must be greater than cold_below")
+        return self
+
+
+@register
+class Router(ComposedRecommender):
+    """Answers each user with the component of their segment (by history length)."""
+
+    name = "router"
+    Config = RouterConfig
+    config: RouterConfig
+    SEGMENTS: ClassVar[tuple[str, ...]] = ("cold", "warm", "hot")
+
+    def component_names(self) -> list[str]:
+        """The components of the three segments."""
+        c = self.config
+        return list(dict.fromkeys([c.cold, c.warm, c.hot]))
+
+    def _component_params(self, name: str) -> dict[str, Any]:
+        return dict(self.config.params.get(name, {}))
+
+    def segment_of(self, lengths: NDArray[np.int64]) -> NDArray[np.str_]:
+        """Segment name per history length."""
+        c = self.config
+        return np.where(
+            lengths < c.cold_below, "cold", np.where(lengths >= c.hot_from, "hot", "warm")
+        )
+
+    def route(self, lengths: NDArray[np.int64]) -> NDArray[np.object_]:
+        """Component name per history length."""
+        c = self.config
+        by = {"cold": c.cold, "warm": c.warm, "hot": c.hot}
+        return np.asarray([by[s] for s in self.segment_of(lengths)], dtype=object)
+
+    def _score(
+        self, users: NDArray[np.int64], history: sp.csr_matrix, fold_in: NDArray[np.bool_]
+    ) -> NDArray[np.float32]:
+        routes = self.route(np.diff(history.indptr))
+        out = np.full((users.size, len(self._fitted()[1])), -np.inf, np.float32)
+        for name in dict.fromkeys(routes.tolist()):
+            rows = np.flatnonzero(routes == name)
+            out[rows] = self._component_scores(name, users[rows], history[rows], fold_in[rows])
+        return out
+
+    def _similar_scores(self, items: NDArray[np.int64]) -> NDArray[np.float32]:
+        return self.components_[self.config.hot]._similar_scores(items)
+
+
+def component_order(names: Sequence[str], available: Sequence[str]) -> list[str]:
+    """``names`` that are in ``available``, in order, without repeats."""
+    return [n for n in dict.fromkeys(names) if n in available]
