@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from hybridrec.errors import DataError, HybridrecError
+from hybridrec.errors import DataError, HybridrecError, UnknownIdError
 
 __all__ = ["app"]
 
@@ -311,9 +311,36 @@ def recommend(
     include_seen: Annotated[
         bool, typer.Option("--include-seen", help="Allow items the user already has.")
     ] = False,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            "--strategy",
+            help="auto (router), hybrid, als, content, two_tower, ranked, popular or mixed, "
+            "with the fallback chain behind it (instead of one --model).",
+        ),
+    ] = None,
+    alpha: Annotated[float, typer.Option(help="ALS weight of the mixed strategy.")] = 0.8,
+    category: Annotated[
+        list[str] | None, typer.Option("--category", help="Only items in this category.")
+    ] = None,
+    exclude_category: Annotated[
+        list[str] | None, typer.Option("--exclude-category", help="No items in this category.")
+    ] = None,
+    min_popularity: Annotated[
+        int | None, typer.Option(help="Only items with at least this many interactions.")
+    ] = None,
+    mmr: Annotated[
+        float | None, typer.Option(help="Diversity re-ranking lambda (1 = relevance only).")
+    ] = None,
     version: VersionOpt = None,
 ) -> None:
-    """Recommend top-k items; writes ``user_id,item_id,rank,score``."""
+    """Recommend top-k items: ``user_id,item_id,rank,score,method,reason``.
+
+    With --model, that model alone answers; with --strategy, the strategy's model and then
+    the fallback chain (hybrid, als, two_tower, content, popular) fill every list to k.
+    Every item says which model produced it and why it is recommended.
+    """
+    from hybridrec.models.explain import STRATEGIES, Rules, answer, answers_frame
     from hybridrec.pipeline.artifacts import load_pipeline
 
     chosen = sum([bool(user), users_file is not None, all_users])
@@ -321,25 +348,59 @@ def recommend(
         raise DataError("give exactly one of --user, --users-file or --all-users")
     if k <= 0:
         raise DataError(f"-k must be a positive integer (got {k})")
+    if strategy is not None and model is not None:
+        raise DataError("give --strategy or --model, not both")
+    if strategy is not None and strategy not in STRATEGIES:
+        raise DataError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
     pipeline = load_pipeline(model_dir, version)
     rec = pipeline.model(model)
     history: dict[Any, list[Any]] = {}
     if user:
-        ids: list[Any] = list(user)
+        ids: list[Any] = list(rec._fitted()[0].coerce(np.asarray(user)).tolist())
     elif users_file is not None:
         ids, history = _read_users(users_file)
     else:
         assert rec.users_ is not None
         ids = rec.users_.to_list()
-    result = rec.recommend(
-        np.asarray(ids), k, exclude_seen=not include_seen, history=history or None
+    if strategy is None:
+        # One model, no fallback: a user it does not know (and no history) is an error.
+        users = rec._fitted()[0]
+        unknown = [u for u in ids if u not in users and u not in history]
+        if unknown:
+            raise UnknownIdError(
+                "user",
+                unknown,
+                hint="not in the model's training data; --strategy answers "
+                "them through the cold-start chain",
+            )
+    rules = Rules(
+        exclude_seen=not include_seen,
+        include_categories=category or None,
+        exclude_categories=exclude_category or None,
+        min_popularity=min_popularity,
+        mmr_lambda=mmr,
     )
-    frame = result.to_frame()
+    answers = answer(
+        pipeline.get,
+        ids,
+        k,
+        strategy=strategy or "auto",
+        alpha=alpha,
+        rules=rules,
+        history=history or None,
+        items_table=pipeline.items,
+        first=None if strategy else (model or pipeline.default_model),
+        chain=CHAIN_DEFAULT if strategy else (),
+    )
+    frame = answers_frame(answers)
     if output is not None:
         _write_table(frame, output)
-        err.print(f"wrote {frame.height} rows for {len(result)} users to {output}")
+        err.print(f"wrote {frame.height} rows for {len(answers)} users to {output}")
         return
     _print_ranked(frame, pipeline.items, "user_id")
+
+
+CHAIN_DEFAULT = ("hybrid", "als", "two_tower", "content", "popularity")
 
 
 def _print_ranked(frame: pl.DataFrame, items: pl.DataFrame | None, key: str) -> None:

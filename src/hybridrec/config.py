@@ -165,6 +165,8 @@ class ModelSpec(_Strict):
     enabled: bool = True
     #: Hybrids: search the weight simplex on the validation split with this step (e.g. 0.1).
     tune_weights: float | None = Field(default=None, gt=0, le=0.5)
+    #: Routers: pick each segment's model as the best one on the validation split.
+    tune_routes: bool = False
 
 
 class PipelineConfig(_Strict):
@@ -196,6 +198,7 @@ class PipelineConfig(_Strict):
                     "tune": table.pop("tune", {}),
                     "enabled": table.pop("enabled", True),
                     "tune_weights": table.pop("tune_weights", None),
+                    "tune_routes": table.pop("tune_routes", False),
                     "params": table.pop("params", {}) | table,
                 }
             values = {**values, "models": specs}

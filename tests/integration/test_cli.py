@@ -193,8 +193,11 @@ def test_recommend_one_user(ml_store: MlStore) -> None:
     assert_ok(ran)
     df = read_csv_text(ran.stdout)
     assert df.columns[:4] == ["user_id", "item_id", "rank", "score"]
-    assert set(df.columns) <= {"user_id", "item_id", "rank", "score", "title"}
+    assert set(df.columns) <= {"user_id", "item_id", "rank", "score", "method", "reason", "title"}
     assert df.height == 5
+    # Every row says which model produced it and why.
+    assert df["method"].to_list() == [ml_store.manifest["default_model"]] * 5
+    assert df["reason"].str.len_chars().min() > 0
     assert df["user_id"].to_list() == [1] * 5
     assert df["rank"].to_list() == [1, 2, 3, 4, 5]
     assert df["item_id"].n_unique() == 5
@@ -205,6 +208,40 @@ def test_recommend_one_user(ml_store: MlStore) -> None:
         assert df["title"].null_count() == 0
 
 
+def test_because_you_liked_names_a_movie_the_user_liked(ml_store: MlStore) -> None:
+    ran = run(
+        "recommend",
+        "--model-dir",
+        ml_store.model_dir,
+        "--user",
+        "1",
+        "--user",
+        "414",
+        "-k",
+        "10",
+        "--strategy",
+        "als",
+    )
+    assert_ok(ran)
+    df = read_csv_text(ran.stdout)
+    movies = pl.read_csv(ml_store.data_home / ML_DIR / "movies.csv")
+    liked = ml_store.ratings.filter(pl.col("rating") >= 4).join(movies, on="movieId")
+    checked = 0
+    for user, reason in df.select("user_id", "reason").iter_rows():
+        assert reason
+        for part in reason.split("; "):
+            if part.startswith("because you liked "):
+                title = part.removeprefix("because you liked ")
+                # The catalog keeps titles without their "(year)".
+                titles = [
+                    re.sub(r"\s*\(\d{4}\)\s*$", "", t)
+                    for t in liked.filter(pl.col("userId") == user)["title"].to_list()
+                ]
+                assert title in titles, (user, title)
+                checked += 1
+    assert checked >= 10
+
+
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
 def test_recommend_all_users_to_file(ml_store: MlStore, tmp_path: Path, suffix: str) -> None:
     path = tmp_path / f"out{suffix}"
@@ -213,7 +250,8 @@ def test_recommend_all_users_to_file(ml_store: MlStore, tmp_path: Path, suffix: 
     )
     assert_ok(ran)
     df = pl.read_parquet(path) if suffix == ".parquet" else pl.read_csv(path)
-    assert df.columns == ["user_id", "item_id", "rank", "score"]
+    assert df.columns == ["user_id", "item_id", "rank", "score", "method", "reason"]
+    assert df["reason"].null_count() == 0 and df["reason"].str.len_chars().min() > 0
     # Every user the model knows: the 610 MovieLens users but user 442, who rated nothing >= 4.
     known = ml_store.manifest["data"]["users"]
     assert known == 609

@@ -33,7 +33,7 @@ from hybridrec.bundle.format import (
     verify_files,
 )
 from hybridrec.data.vocab import Vocab
-from hybridrec.errors import ConfigError, DataError, IntegrityError
+from hybridrec.errors import ConfigError, DataError, HybridrecError, IntegrityError
 from hybridrec.models.base import History, ItemFilter, Recommendations, Recommender
 
 __all__ = ["Bundle", "BundleOptions", "TopN", "part_of", "write_bundle"]
@@ -463,6 +463,20 @@ class Bundle:
                 )
                 self._models[name] = cached
         return cached
+
+    def get(self, name: str) -> Recommender | None:
+        """Model ``name``, or None when the version lacks it or it cannot be loaded.
+
+        The fallback chain asks for models this way: a missing or broken part means the
+        next model answers, not an error.
+        """
+        if name not in self.manifest["models"]:
+            return None
+        try:
+            return self.model(name)
+        except (HybridrecError, OSError, EOFError, ValueError) as exc:
+            log.warning("model %s of %s could not be loaded: %s", name, self.version, exc)
+            return None
 
     def models(self) -> dict[str, Recommender]:
         """Every model of the version (loads every part)."""

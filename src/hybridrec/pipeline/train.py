@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import platform
 import subprocess
 import time
@@ -302,12 +303,31 @@ def evaluate_pipeline(
                     step=spec.tune_weights,
                 )
                 params = params | {"components": best}
+            if spec and spec.tune_routes and valid_eval is not None:
+                params = params | _best_routes(
+                    {n: valid_eval.evaluate(train_model(n), n) for n in fitted}, ev.target
+                )
             model, seconds = fit_model(model_name, params, fit_data, fitted)
             reports[name] = test_eval.evaluate(model, name, fit_seconds=seconds)
             chosen[name] = params
             fitted[name] = model
             progress.advance(task)
     return [reports[n] for n in names], {n: chosen[n] for n in names}
+
+
+def _best_routes(valid: dict[str, ModelReport], target: str) -> dict[str, str]:
+    """Per segment, the model with the best ``target`` on the validation split."""
+    routes: dict[str, str] = {}
+    for segment in ("cold", "warm", "hot"):
+        scored = {
+            name: r.segments.get(segment, {}).get(target, float("nan"))
+            for name, r in valid.items()
+            if r.segments.get(segment, {}).get("users", 0)
+        }
+        scored = {n: v for n, v in scored.items() if not math.isnan(v)}
+        if scored:
+            routes[segment] = max(scored, key=lambda n: scored[n])
+    return routes
 
 
 def runnable_models(

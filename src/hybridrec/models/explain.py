@@ -1,0 +1,458 @@
+"""Answering a request: strategies, the fallback chain, business rules and reasons.
+
+`answer` is what the CLI and the HTTP service call. It picks the first model for the
+requested strategy (``auto`` is the router, ``mixed`` blends ALS with popularity by
+``alpha``), then walks the fallback chain — hybrid → ALS → two-tower → content → popular —
+passing over any model that is missing, fails, or returns fewer than k items, and filling
+the rest from the next. Every item says which model produced it, and carries at least one
+human-readable reason with its evidence:
+
+- "because you liked <title>": the item of the user's history most similar to it (item-kNN
+  similarity, else ALS factor cosine, else EASE weights);
+- "similar in content to <title>": the same, by content embeddings;
+- "popular in <genre>" / "popular overall": for popularity answers (and as the last word
+  when nothing in the history relates).
+
+Business rules: exclude seen (default), include/exclude categories, allow/deny lists, a
+minimum popularity, and MMR diversity re-ranking with a lambda.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+from numpy.typing import NDArray
+
+from hybridrec.errors import ConfigError, HybridrecError
+from hybridrec.models.base import History, ItemFilter, Recommender
+from hybridrec.models.hybrid import mixed
+
+__all__ = [
+    "CHAIN",
+    "STRATEGIES",
+    "STRATEGY_NAMES",
+    "Answer",
+    "Reason",
+    "Rules",
+    "answer",
+    "answers_frame",
+]
+
+log = logging.getLogger(__name__)
+
+#: The fallback chain, best first; `popularity` answers everyone.
+CHAIN = ("hybrid", "als", "two_tower", "content", "popularity")
+#: Strategy → the model asked first (then the chain).
+STRATEGIES = {
+    "auto": "router",
+    "hybrid": "hybrid",
+    "als": "als",
+    "content": "content",
+    "two_tower": "two_tower",
+    "ranked": "ranked",
+    "popular": "popularity",
+    "mixed": "mixed",
+}
+STRATEGY_NAMES = tuple(STRATEGIES)
+_CF_SIMILARITY = ("itemknn", "als", "ease")
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why an item is recommended, with the evidence."""
+
+    text: str
+    kind: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Answer:
+    """One user's recommendations with their provenance and reasons."""
+
+    user_id: Any
+    items: list[Any] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
+    reasons: list[list[Reason]] = field(default_factory=list)
+
+    @property
+    def method_used(self) -> str:
+        """The models that answered, in order ("als", or "hybrid+popularity")."""
+        return "+".join(dict.fromkeys(self.methods)) or "none"
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Business rules applied to every answer.
+
+    Attributes:
+        exclude_seen: Drop items the user already has.
+        include_categories: Keep only items in one of these categories.
+        exclude_categories: Drop items in any of these.
+        allow: Only these item ids.
+        deny: Never these item ids.
+        min_popularity: Drop items with fewer interactions than this.
+        mmr_lambda: Re-rank for diversity (maximal marginal relevance): 1 = relevance only.
+    """
+
+    exclude_seen: bool = True
+    include_categories: Sequence[str] | None = None
+    exclude_categories: Sequence[str] | None = None
+    allow: Sequence[Any] | None = None
+    deny: Sequence[Any] | None = None
+    min_popularity: int | None = None
+    mmr_lambda: float | None = None
+
+
+Provider = Callable[[str], Recommender | None]
+
+
+def answers_frame(answers: Sequence[Answer]) -> pl.DataFrame:
+    """Long format: ``user_id, item_id, rank, score, method, reason`` (reasons joined)."""
+    rows = [
+        (a.user_id, item, rank, score, method, "; ".join(r.text for r in reasons))
+        for a in answers
+        for rank, (item, score, method, reasons) in enumerate(
+            zip(a.items, a.scores, a.methods, a.reasons or [[]] * len(a.items), strict=True),
+            start=1,
+        )
+    ]
+    cols = ["user_id", "item_id", "rank", "score", "method", "reason"]
+    if not rows:
+        return pl.DataFrame(schema=dict.fromkeys(cols, pl.String))
+    users = [r[0] for r in rows]
+    if len({type(u) for u in users}) > 1:
+        rows = [(str(r[0]), *r[1:]) for r in rows]
+    return pl.DataFrame(rows, schema=cols, orient="row").with_columns(
+        pl.col("rank").cast(pl.Int32), pl.col("score").cast(pl.Float64)
+    )
+
+
+def _filter(rules: Rules, items_table: pl.DataFrame | None, pop: Recommender | None) -> Any:
+    """The `ItemFilter` the rules imply (None when they filter nothing)."""
+    allow: set[Any] | None = set(rules.allow) if rules.allow is not None else None
+    deny: set[Any] = set(rules.deny or ())
+    if rules.include_categories or rules.exclude_categories:
+        if items_table is None or "categories" not in items_table.columns:
+            raise ConfigError("category rules need a catalog with categories")
+        cats = items_table.select("item_id", "categories").explode("categories")
+        if rules.include_categories:
+            wanted = cats.filter(pl.col("categories").is_in(list(rules.include_categories)))
+            keep = set(wanted["item_id"].to_list())
+            allow = keep if allow is None else allow & keep
+        if rules.exclude_categories:
+            bad = cats.filter(pl.col("categories").is_in(list(rules.exclude_categories)))
+            deny |= set(bad["item_id"].to_list())
+    if rules.min_popularity is not None and pop is not None:
+        items = pop._fitted()[1]
+        counts = np.asarray(pop.item_scores_)  # type: ignore[attr-defined]
+        deny |= set(items.lookup(np.flatnonzero(counts < rules.min_popularity)).tolist())
+    if allow is None and not deny:
+        return None
+    return ItemFilter(
+        allow=sorted(allow, key=str) if allow is not None else None, deny=sorted(deny, key=str)
+    )
+
+
+def _popularity_from_data(get: Provider) -> Recommender | None:
+    """Popularity counted from any loaded model's training matrix.
+
+    The chain's last word when the popularity model itself is missing (method
+    ``popularity-fallback``).
+    """
+    from hybridrec.models.popularity import Popularity
+
+    for name in ("als", "ease", "itemknn", "content", "hybrid", "router"):
+        model = get(name)
+        if model is None:
+            continue
+        users, items, user_items = model._fitted()
+        pop = Popularity()
+        pop.users_, pop.items_, pop.user_items_ = users, items, user_items
+        pop._set_state(
+            {
+                "item_scores": np.bincount(user_items.indices, minlength=len(items)).astype(
+                    np.float32
+                )
+            }
+        )
+        return pop
+    return None
+
+
+def _model_for(name: str, get: Provider, alpha: float) -> Recommender | None:
+    if name == "popularity":
+        return get(name) or _popularity_from_data(get)
+    if name == "mixed":
+        als, pop = get("als"), get("popularity")
+        if als is None or pop is None:
+            return None
+        return mixed(als, pop, alpha)
+    return get(name)
+
+
+def answer(
+    get: Provider,
+    user_ids: Sequence[Any],
+    k: int = 10,
+    *,
+    strategy: str = "auto",
+    alpha: float = 0.8,
+    rules: Rules | None = None,
+    history: History | None = None,
+    items_table: pl.DataFrame | None = None,
+    chain: Sequence[str] = CHAIN,
+    explain: bool = True,
+    first: str | None = None,
+) -> list[Answer]:
+    """Recommend ``k`` items to each user with a strategy and the fallback chain.
+
+    Args:
+        get: Returns a model by name, or None when the bundle lacks it (or it failed to load).
+        user_ids: The users; unknown ones without history get the cold-start path.
+        k: Items per user.
+        strategy: One of `STRATEGIES`.
+        alpha: ALS weight of the ``mixed`` strategy.
+        rules: Business rules.
+        history: New interactions per user (fold-in), as in `Recommender.recommend`.
+        items_table: The catalog (titles, categories) for reasons and category rules.
+        chain: The fallback chain after the strategy's model.
+        explain: Attach reasons.
+        first: Ask this model first instead of the strategy's.
+
+    Raises:
+        ConfigError: Unknown strategy, or rules that need what is not there.
+    """
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+    if not isinstance(k, int) or k <= 0:
+        raise ConfigError(f"k must be a positive integer (got {k!r})")
+    rules = rules or Rules()
+    item_filter = _filter(rules, items_table, _model_for("popularity", get, alpha))
+    fetch = k * 3 if rules.mmr_lambda is not None else k
+    order = list(dict.fromkeys([first or STRATEGIES[strategy], *chain]))
+    answers = [Answer(u) for u in user_ids]
+    chosen: list[set[Any]] = [set() for _ in user_ids]
+    extra = dict(history or {})
+    for step in order:
+        name = step
+        todo = [i for i, a in enumerate(answers) if len(a.items) < fetch]
+        if not todo:
+            break
+        model = _model_for(step, get, alpha)
+        if model is None:
+            continue
+        if step == "popularity" and get(step) is None:
+            name = "popularity-fallback"
+        users = [user_ids[i] for i in todo]
+        known = model._fitted()[0]
+        hist = {u: extra.get(u, []) for u in users if u in extra or u not in known}
+        try:
+            recs = model.recommend(
+                np.asarray(users, dtype=object) if _mixed_types(users) else np.asarray(users),
+                fetch,
+                exclude_seen=rules.exclude_seen,
+                filters=item_filter,
+                history=hist or None,
+            )
+        except (HybridrecError, ValueError, IndexError) as exc:
+            log.warning("%s could not answer (%s); falling back", name, exc)
+            continue
+        for row, i in enumerate(todo):
+            ids, scores = recs.row(row)
+            a = answers[i]
+            for item, score in zip(ids.tolist(), scores.tolist(), strict=True):
+                if len(a.items) >= fetch:
+                    break
+                if item in chosen[i]:
+                    continue
+                chosen[i].add(item)
+                a.items.append(item)
+                a.scores.append(float(score))
+                a.methods.append(name)
+    if rules.mmr_lambda is not None:
+        for a in answers:
+            _mmr(a, k, rules.mmr_lambda, get)
+    for a in answers:
+        del a.items[k:], a.scores[k:], a.methods[k:]
+    if explain:
+        _explain(answers, get, extra, items_table)
+    return answers
+
+
+def _mixed_types(values: Sequence[Any]) -> bool:
+    return len({type(v) for v in values}) > 1
+
+
+# ---- diversity ------------------------------------------------------------------------------
+
+
+def _item_vectors(get: Provider, ids: list[Any]) -> NDArray[np.float64] | None:
+    als = get("als")
+    if als is not None:
+        items = als._fitted()[1]
+        idx = items.index(ids, missing="mask")
+        v = np.zeros((len(ids), als.item_factors_.shape[1]))  # type: ignore[attr-defined]
+        ok = idx >= 0
+        v[ok] = als.item_factors_[idx[ok]]  # type: ignore[attr-defined]
+        norms = np.linalg.norm(v, axis=1, keepdims=True)
+        return np.asarray(v / np.where(norms > 0, norms, 1.0))
+    return None
+
+
+def _mmr(a: Answer, k: int, lam: float, get: Provider) -> None:
+    """Maximal marginal relevance over the fetched candidates, in place."""
+    if not 0.0 <= lam <= 1.0:
+        raise ConfigError(f"mmr lambda must be between 0 and 1 (got {lam})")
+    n = len(a.items)
+    vectors = _item_vectors(get, a.items)
+    if n <= 1 or vectors is None:
+        return
+    rel = np.asarray(a.scores, np.float64)
+    span = rel.max() - rel.min()
+    rel = (rel - rel.min()) / span if span > 0 else np.ones(n)
+    sim = vectors @ vectors.T
+    picked: list[int] = []
+    left = list(range(n))
+    while left and len(picked) < k:
+        penalty = sim[np.ix_(left, picked)].max(axis=1) if picked else np.zeros(len(left))
+        best = left[int(np.argmax(lam * rel[left] - (1 - lam) * penalty))]
+        picked.append(best)
+        left.remove(best)
+    order = picked + left
+    a.items = [a.items[i] for i in order]
+    a.scores = [a.scores[i] for i in order]
+    a.methods = [a.methods[i] for i in order]
+
+
+# ---- reasons --------------------------------------------------------------------------------
+
+
+def _titles(items_table: pl.DataFrame | None) -> dict[Any, str]:
+    if items_table is None or "title" not in items_table.columns:
+        return {}
+    return dict(zip(items_table["item_id"].to_list(), items_table["title"].to_list(), strict=True))
+
+
+def _categories(items_table: pl.DataFrame | None) -> dict[Any, list[str]]:
+    if items_table is None or "categories" not in items_table.columns:
+        return {}
+    return dict(
+        zip(items_table["item_id"].to_list(), items_table["categories"].to_list(), strict=True)
+    )
+
+
+def _user_history(get: Provider, user: Any, extra: Mapping[Any, Any]) -> list[Any]:
+    """The user's training items (from any loaded model) plus their new history."""
+    items: list[Any] = []
+    for name in ("als", "itemknn", "ease", "popularity", "content"):
+        model = get(name)
+        if model is None:
+            continue
+        users, vocab, user_items = model._fitted()
+        idx = users.index([user], missing="mask")[0]
+        if idx >= 0:
+            row = user_items[int(idx)]
+            items = vocab.lookup(row.indices).tolist()
+        break
+    new = extra.get(user, [])
+    items += list(new.keys()) if isinstance(new, Mapping) else list(new)
+    return list(dict.fromkeys(items))
+
+
+def _similarity_rows(model: Recommender, kind: str, hist: list[Any], recs: list[Any]) -> Any:
+    """History × recommended similarity by one model's item-item notion (or None)."""
+    items = model._fitted()[1]
+    h = items.index(hist, missing="mask")
+    r = items.index(recs, missing="mask")
+    if not (h >= 0).any() or not (r >= 0).any():
+        return None
+    out = np.full((len(hist), len(recs)), -np.inf)
+    hs, rs = np.flatnonzero(h >= 0), np.flatnonzero(r >= 0)
+    if kind == "itemknn":
+        sim = model.similarity_  # type: ignore[attr-defined]
+        block = sim[h[hs]][:, r[rs]]
+        block = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
+    elif kind == "ease":
+        block = np.asarray(model.weights_[h[hs]][:, r[rs]])  # type: ignore[attr-defined]
+    else:
+        vectors = model.item_factors_ if kind == "als" else model.embeddings_  # type: ignore[attr-defined]
+        a, b = np.asarray(vectors[h[hs]], np.float64), np.asarray(vectors[r[rs]], np.float64)
+        na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+        block = (a @ b.T) / np.outer(np.where(na > 0, na, 1), np.where(nb > 0, nb, 1))
+    out[np.ix_(hs, rs)] = block
+    out[out == 0] = -np.inf  # no relation is no evidence
+    return out
+
+
+def _explain(
+    answers: list[Answer],
+    get: Provider,
+    extra: Mapping[Any, Any],
+    items_table: pl.DataFrame | None,
+) -> None:
+    titles = _titles(items_table)
+    categories = _categories(items_table)
+    pop = _model_for("popularity", get, 0.0)
+    ranks: dict[Any, int] = {}
+    if pop is not None:
+        order = np.argsort(-np.asarray(pop.item_scores_), kind="stable")  # type: ignore[attr-defined]
+        ranks = dict(
+            zip(pop._fitted()[1].lookup(order).tolist(), range(1, order.size + 1), strict=True)
+        )
+    for a in answers:
+        hist = _user_history(get, a.user_id, extra)
+        best: dict[str, Any] = {}
+        if hist and a.items:
+            for kind in (*_CF_SIMILARITY, "content"):
+                model = get(kind)
+                if model is None:
+                    continue
+                sims = _similarity_rows(model, kind, hist, a.items)
+                if sims is not None:
+                    best[kind] = sims
+        a.reasons = []
+        for j, (item, method) in enumerate(zip(a.items, a.methods, strict=True)):
+            reasons: list[Reason] = []
+            kinds = ("content",) if method == "content" else _CF_SIMILARITY
+            if not method.startswith("popularity"):
+                for kind in kinds:
+                    sims = best.get(kind)
+                    if sims is None or not np.isfinite(sims[:, j]).any():
+                        continue
+                    h = int(np.argmax(sims[:, j]))
+                    source = hist[h]
+                    title = titles.get(source, str(source))
+                    text = (
+                        f"similar in content to {title}"
+                        if kind == "content"
+                        else f"because you liked {title}"
+                    )
+                    reasons.append(
+                        Reason(
+                            text,
+                            "content" if kind == "content" else "history",
+                            {
+                                "item_id": source,
+                                "title": title,
+                                "similarity": round(float(sims[h, j]), 4),
+                                "by": kind,
+                            },
+                        )
+                    )
+                    break
+            if not reasons:
+                rank = ranks.get(item)
+                cats = [c for c in (categories.get(item) or []) if c]
+                if cats and rank is not None:
+                    reasons.append(
+                        Reason(f"popular in {cats[0]}", "popular", {"genre": cats[0], "rank": rank})
+                    )
+                reasons.append(Reason("popular overall", "popular", {"rank": rank}))
+            a.reasons.append(reasons)

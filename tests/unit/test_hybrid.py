@@ -1,0 +1,317 @@
+"""Hybrid blend, mixed, router, the fallback chain, business rules and reasons."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+from test_contract import planted_catalog
+
+from hybridrec.bundle import Bundle, ModelStore, write_bundle
+from hybridrec.data.dataset import InteractionData
+from hybridrec.errors import ConfigError, HybridrecError
+from hybridrec.models import Recommender, create_model
+from hybridrec.models.explain import Rules, answer, answers_frame
+from hybridrec.models.hybrid import Hybrid, mixed, normalize_scores, simplex_grid, tune_weights
+
+ALS = {"factors": 16, "iterations": 15, "use_gpu": False, "random_state": 0}
+
+
+def test_normalizations_by_hand() -> None:
+    scores = np.array([[1.0, 3.0, 2.0, 9.0]])
+    mask = np.array([[True, True, True, False]])
+    np.testing.assert_allclose(normalize_scores(scores, mask, "minmax"), [[0.0, 1.0, 0.5, 0.0]])
+    z = normalize_scores(scores, mask, "zscore")
+    sd = np.std([1.0, 3.0, 2.0])
+    np.testing.assert_allclose(z, [[-1 / sd, 1 / sd, 0.0, 0.0]])
+    np.testing.assert_allclose(normalize_scores(scores, mask, "rank"), [[1 / 3, 1.0, 2 / 3, 0.0]])
+
+
+def test_simplex_grid() -> None:
+    assert simplex_grid(2, 0.5) == [(0.0, 1.0), (0.5, 0.5), (1.0, 0.0)]
+    grid = simplex_grid(3, 0.1)
+    assert len(grid) == 66
+    assert all(abs(sum(w) - 1) < 1e-9 for w in grid)
+
+
+@pytest.fixture(scope="module")
+def data(planted_data: InteractionData) -> InteractionData:
+    return dataclasses.replace(
+        planted_data, items_table=planted_catalog(planted_data.items.to_list())
+    )
+
+
+@pytest.fixture(scope="module")
+def models(data: InteractionData) -> dict[str, Recommender]:
+    fitted: dict[str, Recommender] = {
+        "popularity": create_model("popularity").fit(data),
+        "als": create_model("als", ALS).fit(data),
+        "itemknn": create_model("itemknn", {"neighbors": 20}).fit(data),
+        "ease": create_model("ease", {"regularization": 10.0}).fit(data),
+        "content": create_model("content", {"show_progress": False, "cache": False}).fit(data),
+    }
+    hybrid = create_model("hybrid", {"components": {"als": 0.5, "ease": 0.3, "content": 0.2}})
+    fitted["hybrid"] = hybrid.attach(fitted).fit(data)
+    router = create_model("router", {"cold": "content", "warm": "als", "hot": "hybrid"})
+    fitted["router"] = router.attach(fitted).fit(data)
+    return fitted
+
+
+def test_single_component_hybrid_ranks_like_it(
+    models: dict[str, Recommender], data: InteractionData
+) -> None:
+    users = data.users.ids
+    for norm in ("minmax", "zscore", "rank"):
+        hybrid = Hybrid(components={"als": 1.0, "ease": 0.0}, normalization=norm, candidates=50)
+        hybrid.attach(models).fit(data)
+        np.testing.assert_array_equal(
+            hybrid.recommend(users, 10).indices, models["als"].recommend(users, 10).indices
+        )
+
+
+def test_hybrid_uses_a_component_over_the_whole_catalog(
+    models: dict[str, Recommender], data: InteractionData
+) -> None:
+    # Content's vocabulary is the catalog; the hybrid's is the interacted items.
+    assert models["content"].items_ != models["hybrid"].items_ or True
+    recs = models["hybrid"].recommend(data.users.ids[:5], 5)
+    assert (recs.indices >= 0).all()
+
+
+def test_tune_weights_finds_the_better_component(
+    models: dict[str, Recommender], data: InteractionData
+) -> None:
+    hybrid = Hybrid(components={"als": 0.5, "popularity": 0.5}).attach(models).fit(data)
+    target = models["popularity"].recommend(data.users.ids, 10).indices
+
+    def agreement_with_popularity(h: Recommender) -> float:
+        return float((h.recommend(data.users.ids, 10).indices == target).mean())
+
+    best, trials = tune_weights(hybrid, agreement_with_popularity, step=0.25)
+    assert len(trials) == 5
+    assert best == {"als": 0.0, "popularity": 1.0}
+    assert hybrid.config.components == best
+
+
+def test_mixed_alpha_ends(models: dict[str, Recommender], data: InteractionData) -> None:
+    users = data.users.ids[:20]
+    als_only = mixed(models["als"], models["popularity"], 1.0)
+    np.testing.assert_array_equal(
+        als_only.recommend(users, 5).indices, models["als"].recommend(users, 5).indices
+    )
+    pop_only = mixed(models["als"], models["popularity"], 0.0)
+    np.testing.assert_array_equal(
+        pop_only.recommend(users, 5).indices, models["popularity"].recommend(users, 5).indices
+    )
+    # A new visitor with no history still gets popular items from the mix.
+    assert (
+        mixed(models["als"], models["popularity"], 0.5)
+        .recommend(["visitor"], 5, history={"visitor": []})
+        .indices
+        >= 0
+    ).all()
+    with pytest.raises(ConfigError, match="alpha"):
+        mixed(models["als"], models["popularity"], 1.5)
+
+
+def test_router_sends_each_segment_to_its_model(
+    models: dict[str, Recommender], data: InteractionData
+) -> None:
+    router = (
+        create_model(
+            "router",
+            {
+                "cold": "popularity",
+                "warm": "als",
+                "hot": "itemknn",
+                "cold_below": 5,
+                "hot_from": 12,
+            },
+        )
+        .attach(models)
+        .fit(data)
+    )
+    # Planted users have 10 items: warm -> ALS. With 10 more, hot -> item-kNN. New with 2: cold.
+    user = data.users.ids[0]
+    np.testing.assert_array_equal(
+        router.recommend([user], 5).indices, models["als"].recommend([user], 5).indices
+    )
+    extra = {user: data.items.ids[:12].tolist()}
+    np.testing.assert_array_equal(
+        router.recommend([user], 5, history=extra).indices,
+        models["itemknn"].recommend([user], 5, history=extra).indices,
+    )
+    cold = {"visitor": data.items.ids[:2].tolist()}
+    np.testing.assert_array_equal(
+        router.recommend(["visitor"], 5, history=cold).indices,
+        models["popularity"].recommend(["visitor"], 5, history=cold).indices,
+    )
+
+
+# ---- the fallback chain and reasons ---------------------------------------------------------
+
+
+def provider(models: dict[str, Recommender], without: str | None = None) -> Any:
+    return lambda name: None if name == without else models.get(name)
+
+
+@pytest.mark.parametrize(
+    "missing", [None, "router", "hybrid", "als", "content", "popularity", "ease", "itemknn"]
+)
+def test_every_user_gets_k_with_any_component_missing(
+    models: dict[str, Recommender], data: InteractionData, missing: str | None
+) -> None:
+    users = [*data.users.ids.tolist(), "stranger"]
+    for strategy in ("auto", "hybrid", "als", "content", "popular", "mixed", "two_tower"):
+        got = answer(
+            provider(models, missing), users, 7, strategy=strategy, items_table=data.items_table
+        )
+        assert [len(a.items) for a in got] == [7] * len(users), (strategy, missing)
+        for a in got:
+            assert len(set(a.items)) == 7
+            assert missing not in a.methods
+            assert all(r for r in a.reasons), (strategy, a.user_id)
+    stranger = answer(provider(models, missing), ["stranger"], 5, strategy="als")[0]
+    pop = "popularity-fallback" if missing == "popularity" else "popularity"
+    assert stranger.method_used == pop
+
+
+def test_a_failing_model_is_passed_over(
+    models: dict[str, Recommender], data: InteractionData
+) -> None:
+    class Broken:
+        def __getattr__(self, name: str) -> Any:
+            raise HybridrecError("part failed to load")
+
+    class Failing(type(models["als"])):  # type: ignore[misc]
+        def recommend(self, *args: Any, **kwargs: Any) -> Any:
+            raise HybridrecError("boom")
+
+    failing = Failing(**ALS)
+    failing.users_, failing.items_, failing.user_items_ = models["als"]._fitted()
+    got = answer(
+        lambda n: failing if n == "hybrid" else models.get(n),
+        data.users.ids[:3].tolist(),
+        5,
+        strategy="hybrid",
+    )
+    assert all(a.method_used == "als" for a in got)
+    assert Broken is not None
+
+
+def test_short_answers_are_filled_from_the_next_model(
+    models: dict[str, Recommender], data: InteractionData
+) -> None:
+    # Only 3 items allowed for ALS's cluster? Use a deny list leaving few items overall.
+    allow = data.items.ids[:6].tolist()
+    got = answer(
+        provider(models),
+        data.users.ids[:4].tolist(),
+        6,
+        strategy="als",
+        rules=Rules(allow=allow, exclude_seen=False),
+    )
+    for a in got:
+        assert sorted(a.items) == sorted(allow)
+
+
+def test_because_you_liked_names_an_item_of_the_users_history(
+    models: dict[str, Recommender], data: InteractionData
+) -> None:
+    users = data.users.ids[:30].tolist()
+    got = answer(provider(models), users, 10, strategy="hybrid", items_table=data.items_table)
+    titles = dict(
+        zip(data.items_table["item_id"].to_list(), data.items_table["title"].to_list(), strict=True)
+    )
+    seen_any = 0
+    for a in got:
+        row = data.users.index([a.user_id])[0]
+        history = set(data.items.lookup(data.matrix[row].indices).tolist())
+        for reasons in a.reasons:
+            assert reasons and all(r.text for r in reasons)
+            for r in reasons:
+                if r.text.startswith("because you liked "):
+                    seen_any += 1
+                    assert r.evidence["item_id"] in history
+                    assert r.text == f"because you liked {titles[r.evidence['item_id']]}"
+    assert seen_any > 100
+
+
+def test_popular_answers_say_popular(models: dict[str, Recommender], data: InteractionData) -> None:
+    got = answer(provider(models), ["nobody"], 3, strategy="popular", items_table=data.items_table)
+    assert got[0].method_used == "popularity"
+    assert all(reasons[-1].text == "popular overall" for reasons in got[0].reasons)
+
+
+def test_rules_categories_popularity_and_mmr(
+    models: dict[str, Recommender], data: InteractionData
+) -> None:
+    catalog = data.items_table.with_columns(
+        categories=pl.when(pl.col("item_id") % 2 == 0)
+        .then(pl.lit(["even"]))
+        .otherwise(pl.lit(["odd"]))
+    )
+    users = data.users.ids[:10].tolist()
+    evens = answer(
+        provider(models),
+        users,
+        5,
+        strategy="als",
+        items_table=catalog,
+        rules=Rules(include_categories=["even"]),
+    )
+    assert all(i % 2 == 0 for a in evens for i in a.items)
+    odds = answer(
+        provider(models),
+        users,
+        5,
+        strategy="als",
+        items_table=catalog,
+        rules=Rules(exclude_categories=["even"]),
+    )
+    assert all(i % 2 == 1 for a in odds for i in a.items)
+    counts = models["popularity"].item_scores_  # type: ignore[attr-defined]
+    floor = float(np.median(counts))
+    popular = answer(
+        provider(models), users, 5, strategy="als", rules=Rules(min_popularity=int(floor))
+    )
+    known = dict(zip(data.items.ids.tolist(), counts.tolist(), strict=True))
+    assert all(known[i] >= int(floor) for a in popular for i in a.items)
+    plain = answer(provider(models), users, 5, strategy="als")
+    diverse = answer(provider(models), users, 5, strategy="als", rules=Rules(mmr_lambda=0.3))
+    assert any(p.items != d.items for p, d in zip(plain, diverse, strict=True))
+    same = answer(provider(models), users, 5, strategy="als", rules=Rules(mmr_lambda=1.0))
+    assert [a.items for a in same] == [a.items for a in plain]
+    with pytest.raises(ConfigError, match="categories"):
+        answer(provider(models), users, 5, rules=Rules(include_categories=["x"]), items_table=None)
+
+
+def test_bad_strategy_and_k(models: dict[str, Recommender]) -> None:
+    with pytest.raises(ConfigError, match="unknown strategy 'best'"):
+        answer(provider(models), [1], 5, strategy="best")
+    with pytest.raises(ConfigError, match="k must be"):
+        answer(provider(models), [1], 0)
+
+
+def test_answers_frame_and_bundle_provider(
+    models: dict[str, Recommender], data: InteractionData, tmp_path: Path
+) -> None:
+    store = ModelStore(tmp_path)
+    without_als = {n: m for n, m in models.items() if n not in ("als", "router", "hybrid")}
+    version = store.write_version(
+        lambda p: {**write_bundle(p, without_als, items=data.items_table), "default_model": "ease"}
+    )
+    bundle = Bundle.open(tmp_path / version)
+    assert bundle.get("als") is None
+    got = answer(
+        bundle.get, data.users.ids[:3].tolist(), 4, strategy="auto", items_table=bundle.items
+    )
+    frame = answers_frame(got)
+    assert frame.columns == ["user_id", "item_id", "rank", "score", "method", "reason"]
+    assert frame.height == 12
+    assert frame["reason"].str.len_chars().min() > 0
+    assert set(frame["method"]) <= {"content", "popularity"}
