@@ -13,7 +13,7 @@ MODEL_DIR ?= models
 # and neural (torch 2.13.0 CPU, pinned: a looser pin pulls a multi-GB CUDA build).
 EXTRAS ?= dev,content,neural
 
-.PHONY: help venv install run train evaluate test lint typecheck pytest bench bench-quality bench-als bench-bundle clean
+.PHONY: help venv install run train evaluate test lint typecheck pytest bench bench-quality bench-als bench-bundle bench-ann bench-content clean
 
 help:
 	@echo "make run            train + evaluate the default pipeline, save to $(MODEL_DIR)/"
@@ -21,6 +21,8 @@ help:
 	@echo "make bench-quality  quality benchmark (random and temporal protocols)"
 	@echo "make bench-als      ALS seconds per iteration on a 10M-interaction matrix"
 	@echo "make bench-bundle   bundle save/load/size on a 900 MB synthetic retail pipeline"
+	@echo "make bench-ann      FAISS IVF vs exact top-20 on 1M x 384 vectors (one core)"
+	@echo "make bench-content  MiniLM encoding + cache, cold-item and cold-user tables"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +50,7 @@ pytest: $(VENV)/.installed
 
 test: lint typecheck pytest
 
-bench: bench-quality bench-als bench-bundle
+bench: bench-quality bench-als bench-bundle bench-ann bench-content
 
 bench-quality: $(VENV)/.installed
 	$(BIN)/python benchmarks/quality.py --config configs/benchmark.toml
@@ -58,6 +60,12 @@ bench-als: $(VENV)/.installed
 
 bench-bundle: $(VENV)/.installed
 	$(BIN)/python benchmarks/bundle.py
+
+bench-ann: $(VENV)/.installed
+	$(BIN)/python benchmarks/ann.py
+
+bench-content: $(VENV)/.installed
+	$(BIN)/python benchmarks/content.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -194,6 +194,14 @@ def evaluate(
         ),
     ] = None,
     version: VersionOpt = None,
+    cold_start: Annotated[
+        bool,
+        typer.Option(
+            "--cold-start/--no-cold-start",
+            help="Also report the cold-item and cold-user splits (table format, catalog and "
+            "a content model needed).",
+        ),
+    ] = True,
     data_home: Annotated[Path | None, typer.Option(envvar="HYBRIDREC_DATA_HOME")] = None,
 ) -> None:
     """Evaluate every configured model (and popularity) on held-out data.
@@ -227,8 +235,42 @@ def evaluate(
         out.print(comparison_table(reports, cfg.evaluation.k, target=cfg.evaluation.target))
         out.print(segment_table(reports, target=cfg.evaluation.target))
         out.print(f"{len(reports)} models, {reports[0].n_users} test users, {total:.1f}s")
+        if cold_start and model_dir is None and train_path is None:
+            _print_cold_start(cfg, data_home)
     if plot is not None:
         plot_reports(reports, plot, ks=cfg.evaluation.k)
+
+
+def _print_cold_start(cfg: Any, data_home: Path | None) -> None:
+    """Cold-item and cold-user tables for the pipeline's single models (content needed)."""
+    from hybridrec.data.coldstart import cold_start_reports
+    from hybridrec.evaluation.report import comparison_table
+    from hybridrec.models.hybrid import ComposedRecommender
+    from hybridrec.models.registry import create_model
+    from hybridrec.pipeline.train import BASELINE, prepare_data, runnable_models
+
+    prepared = prepare_data(cfg.data, data_home=data_home)
+    specs = runnable_models(cfg, prepared.items)
+    if prepared.items is None or not any(s.model == "content" for s in specs.values()):
+        return
+
+    def make() -> dict[str, Any]:
+        models = {BASELINE: create_model(BASELINE)}
+        for name, spec in specs.items():
+            model = create_model(spec.model, dict(spec.params))
+            if not isinstance(model, ComposedRecommender):
+                models[name] = model
+        return models
+
+    with err.status("cold-start splits: fitting the models twice more"):
+        cold = cold_start_reports(prepared.interactions, prepared.items, make, ks=cfg.evaluation.k)
+    target = "recall@20" if 20 in cfg.evaluation.k else cfg.evaluation.target
+    titles = {
+        "cold_items": "cold items: 10% of items held out entirely (their catalog rows kept)",
+        "cold_users": "cold users: 1-3 training interactions",
+    }
+    for key, reports in cold.items():
+        out.print(comparison_table(reports, cfg.evaluation.k, target=target, title=titles[key]))
 
 
 def _evaluate_config(
