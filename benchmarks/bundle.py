@@ -36,7 +36,7 @@ from rich.table import Table
 N_USERS, N_ITEMS, FACTORS, TOP_ROWS = 552_782, 7_214, 100, 196_308
 PER_USER = 3
 
-console = Console()
+console = Console(width=170)
 
 CHILD = r"""
 import json, sys, time
