@@ -514,6 +514,85 @@ def datasets_info(
     out.print_json(json.dumps(info, default=str))
 
 
+@app.command()
+@_friendly
+def tune(
+    valid_path: Annotated[
+        Path, typer.Option("--valid", help="Validation interactions (CSV/Parquet).")
+    ],
+    model_dir: ModelDirOpt = Path("models"),
+    model: Annotated[str, typer.Option("--model", help="The hybrid to tune.")] = "hybrid",
+    step: Annotated[float, typer.Option(help="Grid step on the weight simplex.")] = 0.1,
+    version: VersionOpt = None,
+    promote: PromoteOpt = True,
+) -> None:
+    """Search a hybrid's weights on validation data; write them back as a new version."""
+    from hybridrec.bundle import BundleOptions, Compression, write_bundle
+    from hybridrec.config import PipelineConfig, load_config
+    from hybridrec.data.dataset import InteractionData
+    from hybridrec.evaluation.evaluator import Evaluator
+    from hybridrec.models.hybrid import Hybrid, tune_weights
+    from hybridrec.pipeline.artifacts import load_pipeline
+    from hybridrec.pipeline.train import prepare_data
+
+    if not 0 < step <= 0.5:
+        raise DataError(f"--step must be in (0, 0.5] (got {step})")
+    bundle = load_pipeline(model_dir, version)
+    hybrid = bundle.model(model)
+    if not isinstance(hybrid, Hybrid):
+        raise DataError(f"model {model!r} of version {bundle.version} is not a hybrid")
+    stored = bundle.manifest.get("config")
+    cfg = PipelineConfig.model_validate(stored) if stored else load_config(None)
+    valid = prepare_data(cfg.data, interactions=valid_path).interactions
+    users, items, user_items = hybrid._fitted()
+    evaluator = Evaluator(
+        InteractionData(user_items.tocsr(), users, items), valid, ks=cfg.evaluation.k
+    )
+    target = cfg.evaluation.target
+    before = evaluator.evaluate(hybrid).metrics[target]
+    with err.status(f"searching the weight simplex (step {step})"):
+        best, trials = tune_weights(
+            hybrid, lambda h: evaluator.evaluate(h).metrics[target], step=step
+        )
+    table = Table("weights", target)
+    for weights, score in sorted(trials, key=lambda t: -t[1])[:5]:
+        table.add_row(", ".join(f"{k} {v:.2f}" for k, v in weights.items()), f"{score:.4f}")
+    out.print(table)
+    models = bundle.models()
+    manifest = bundle.manifest
+    info = {
+        name: {k: v for k, v in entry.items() if k in ("params", "fit_seconds")}
+        for name, entry in manifest["models"].items()
+    }
+    info[model] = {**info.get(model, {}), "params": hybrid.config.model_dump()}
+    old = manifest.get("bundle", {})
+    options = BundleOptions(
+        Compression.parse(old.get("compression", "none")), bool(old.get("float32"))
+    )
+    keep = {k: v for k, v in manifest.items() if k not in ("version", "created_at")}
+
+    def write(path: Path) -> dict[str, Any]:
+        written = write_bundle(
+            path, models, items=bundle.items, top_n=bundle.top_n, options=options, model_info=info
+        )
+        return {
+            **keep,
+            **written,
+            "derived_from": bundle.version,
+            "tuned": {"model": model, "on": str(valid_path), "target": target, "weights": best},
+        }
+
+    from hybridrec.bundle import ModelStore
+
+    new = ModelStore(model_dir).write_version(write, promote=promote)
+    state = "current" if promote else "not promoted"
+    out.print(
+        f"{model}: {target} {before:.4f} -> {max(t[1] for t in trials):.4f} with "
+        f"{', '.join(f'{k} {v:.2f}' for k, v in best.items())}; saved version "
+        f"[bold]{new}[/bold] ({state})"
+    )
+
+
 # ---- bundle ---------------------------------------------------------------------------------
 
 

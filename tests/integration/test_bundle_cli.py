@@ -325,3 +325,45 @@ def test_float32_halves_size_and_keeps_movielens_top10(ml_home: Path, tmp_path: 
             tops[version] = pl.read_parquet(out).select("user_id", "item_id", "rank")
         assert tops[full].height == 10 * tops[full]["user_id"].n_unique() > 6000
         assert tops[half].equals(tops[full]), f"{model}: top-10 changed with float32 storage"
+
+
+def test_tune_writes_the_chosen_weights_back(tmp_path: Path) -> None:
+    train, test = synthetic_ratings()
+    write_table(train, tmp_path / "train.csv")
+    write_table(test, tmp_path / "valid.parquet")
+    config = tmp_path / "hybrid.toml"
+    config.write_text(
+        '[data]\nsource = "files"\ninteractions = "train.csv"\n'
+        + MODELS
+        + "[models.hybrid]\ncomponents = { als = 0.5, itemknn = 0.5 }\n",
+        encoding="utf-8",
+    )
+    model_dir = tmp_path / "models"
+    assert_ok(invoke("train", "--config", config, "--model-dir", model_dir, "--no-evaluate"))
+    before = current(model_dir)
+    ran = invoke(
+        "tune", "--model-dir", model_dir, "--valid", tmp_path / "valid.parquet", "--step", "0.25"
+    )
+    assert_ok(ran)
+    after = current(model_dir)
+    assert after != before
+    manifest = json.loads((model_dir / after / "manifest.json").read_text())
+    weights = manifest["tuned"]["weights"]
+    assert set(weights) == {"als", "itemknn"} and abs(sum(weights.values()) - 1) < 1e-9
+    assert all(w in (0.0, 0.25, 0.5, 0.75, 1.0) for w in weights.values())
+    assert manifest["models"]["hybrid"]["params"]["components"] == weights
+    assert manifest["derived_from"] == before
+    frame = recommend(model_dir, "--model", "hybrid")
+    assert frame["method"].unique().to_list() == ["hybrid"]
+    assert_error(
+        invoke(
+            "tune",
+            "--model-dir",
+            model_dir,
+            "--valid",
+            tmp_path / "valid.parquet",
+            "--model",
+            "als",
+        ),
+        "not a hybrid",
+    )
