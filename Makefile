@@ -9,20 +9,22 @@ export HYBRIDREC_DATA_HOME ?= $(abspath ../shared/datasets)
 # implicit does the threading; a threaded BLAS underneath only contends.
 export OPENBLAS_NUM_THREADS ?= 1
 MODEL_DIR ?= models
-# Everything the test suite exercises: content (FAISS, scikit-learn, sentence-transformers)
+# Everything the test suite exercises: serve (FastAPI, SQLAlchemy, PostgreSQL driver),
+# content (FAISS, scikit-learn, sentence-transformers)
 # and neural (torch 2.13.0 CPU, pinned: a looser pin pulls a multi-GB CUDA build).
-EXTRAS ?= dev,content,neural
+EXTRAS ?= dev,serve,content,neural
 
-.PHONY: help venv install run train evaluate test lint typecheck pytest bench bench-quality bench-als bench-bundle bench-ann bench-content clean
+.PHONY: help venv install run train evaluate test lint typecheck pytest bench bench-quality bench-als bench-bundle bench-ann bench-content bench-serve clean
 
 help:
-	@echo "make run            train + evaluate the default pipeline, save to $(MODEL_DIR)/"
+	@echo "make run            train + evaluate the default pipeline, save to $(MODEL_DIR)/, serve it"
 	@echo "make test           lint, type-check and run the test suite"
 	@echo "make bench-quality  quality benchmark (random and temporal protocols)"
 	@echo "make bench-als      ALS seconds per iteration on a 10M-interaction matrix"
 	@echo "make bench-bundle   bundle save/load/size on a 900 MB synthetic retail pipeline"
 	@echo "make bench-ann      FAISS IVF vs exact top-20 on 1M x 384 vectors (one core)"
 	@echo "make bench-content  MiniLM encoding + cache, cold-item and cold-user tables"
+	@echo "make bench-serve    API latency at a fixed rate and saturation throughput (loopback)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +36,14 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 
 venv install: $(VENV)/.installed
 
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
 run: $(VENV)/.installed
 	$(BIN)/hybridrec train --config configs/default.toml --model-dir $(MODEL_DIR)
-	$(BIN)/hybridrec recommend --model-dir $(MODEL_DIR) --user 1 -k 5
+	$(BIN)/hybridrec recommend --model-dir $(MODEL_DIR) --user 1 -k 5 --strategy auto
+	@echo "serving on http://$(HOST):$(PORT) (API docs at /docs); Ctrl-C stops it"
+	$(BIN)/hybridrec serve --model-dir $(MODEL_DIR) --host $(HOST) --port $(PORT)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks
@@ -50,7 +57,7 @@ pytest: $(VENV)/.installed
 
 test: lint typecheck pytest
 
-bench: bench-quality bench-als bench-bundle bench-ann bench-content
+bench: bench-quality bench-als bench-bundle bench-ann bench-content bench-serve
 
 bench-quality: $(VENV)/.installed
 	$(BIN)/python benchmarks/quality.py --config configs/benchmark.toml
@@ -66,6 +73,9 @@ bench-ann: $(VENV)/.installed
 
 bench-content: $(VENV)/.installed
 	$(BIN)/python benchmarks/content.py
+
+bench-serve: $(VENV)/.installed
+	$(BIN)/python benchmarks/serve.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

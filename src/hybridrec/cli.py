@@ -37,6 +37,16 @@ bundle_app = typer.Typer(
 )
 app.add_typer(bundle_app, name="bundle")
 
+
+def _register_serving() -> None:
+    # serve / events export live with the service; their heavy imports wait for the command.
+    from hybridrec.serving.cli import register
+
+    register(app)
+
+
+_register_serving()
+
 # Tables are wide; when piped (no terminal to size them by) keep them whole.
 out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)

@@ -3,7 +3,10 @@
 A reload opens the new version completely (hashes checked, collaborative part mapped)
 beside the old one and swaps a single reference; requests that already hold the old bundle
 finish on it. A version that fails verification or loading is refused and the old one keeps
-serving. The HTTP layer (its own issue) reaches the bundle only through this object.
+serving. The HTTP layer reaches the bundle only through this object.
+
+With several server processes, each holds its own `ModelService`; `follow_current` lets a
+process notice a promotion made elsewhere (another worker's reload, ``bundle promote``).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hybridrec.bundle import Bundle, open_bundle
+from hybridrec.bundle import Bundle, ModelStore, open_bundle
 from hybridrec.errors import HybridrecError
 
 __all__ = ["ModelService", "ReloadResult"]
@@ -52,6 +55,11 @@ class ModelService:
         self._bundle: Bundle | None = None
         self._reload_lock = threading.Lock()
         self.started = time.time()
+        #: The last result of `reload`, and how many reloads were refused.
+        self.last_result: ReloadResult | None = None
+        self.refused = 0
+        # A pointer target that failed to load: not retried until the pointer moves.
+        self._refused_target: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -86,8 +94,28 @@ class ModelService:
             except (HybridrecError, OSError, EOFError, ValueError) as exc:
                 elapsed = time.perf_counter() - start
                 log.error("reload refused, still serving %s: %s", previous, exc)
-                return ReloadResult(False, previous, previous, elapsed, str(exc))
+                self.refused += 1
+                self.last_result = ReloadResult(False, previous, previous, elapsed, str(exc))
+                return self.last_result
             self._bundle = bundle
             elapsed = time.perf_counter() - start
             log.info("serving %s (was %s), loaded in %.3fs", bundle.version, previous, elapsed)
-            return ReloadResult(True, bundle.version, previous, elapsed)
+            self.last_result = ReloadResult(True, bundle.version, previous, elapsed)
+            return self.last_result
+
+    def follow_current(self) -> ReloadResult | None:
+        """Reload when the store's ``current`` pointer names another version than the served.
+
+        Nothing happens (None) when they agree or a version is pinned.
+
+        A target that was refused once is not retried until the pointer moves again.
+        """
+        if self.pinned_version is not None:
+            return None
+        target = ModelStore(self.model_dir).current()
+        served = self._bundle.version if self._bundle is not None else None
+        if target is None or target in (served, self._refused_target):
+            return None
+        result = self.reload(target)
+        self._refused_target = None if result.ok else target
+        return result

@@ -1,0 +1,403 @@
+"""Serving benchmark: latency at a fixed request rate, and throughput at saturation.
+
+Trains (or takes) a model store on MovieLens latest-small, starts ``hybridrec serve`` on a
+free loopback port, and for each strategy:
+
+1. **fixed rate** (open loop): requests for random known users are *scheduled* at exactly
+   ``--rate`` per second for ``--seconds``; latency runs from the scheduled send time, so a
+   stalled server shows up as latency instead of silently slowing the generator down
+   (no coordinated omission). At most ``--max-connections`` requests are in flight; a
+   request that finds them all busy waits, and the wait counts.
+2. **saturation** (closed loop): ``--concurrency`` connections send back to back for
+   ``--sat-seconds``; throughput is completed requests per second.
+
+The generator is a minimal HTTP/1.1 keep-alive client on asyncio (uvloop when installed),
+so that on a small machine it takes as little CPU from the server as possible.
+
+    python benchmarks/serve.py                     # trains into a temp store first
+    python benchmarks/serve.py --model-dir models --seconds 20 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+BIN = Path(sys.executable).parent
+console = Console(width=max(140, Console().width))
+
+
+# ---- a tiny HTTP/1.1 client -------------------------------------------------------------------
+
+
+class Conn:
+    """One keep-alive connection; one request at a time."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> Conn:
+        reader, writer = await asyncio.open_connection(host, port)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(reader, writer)
+
+    async def get(self, host: str, path: str) -> tuple[int, bytes]:
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        body = await self.reader.readexactly(length) if length else b""
+        return status, body
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@dataclass
+class Result:
+    strategy: str
+    mode: str
+    target: float | None
+    seconds: float
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    retried: int = 0
+    versions: set[str] = field(default_factory=set)
+
+    def error(self, kind: str) -> None:
+        self.errors += 1
+        self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+
+    @property
+    def done(self) -> int:
+        return len(self.latencies)
+
+    def pct(self, q: float) -> float:
+        return float(np.percentile(self.latencies, q) * 1000) if self.latencies else float("nan")
+
+
+class Pool:
+    """At most ``size`` connections; requests wait for a free one."""
+
+    def __init__(self, host: str, port: int, size: int) -> None:
+        self.host, self.port, self.size = host, port, size
+        self.free: list[Conn] = []
+        self.opened = 0
+        self.cond = asyncio.Condition()
+
+    async def acquire(self) -> Conn:
+        async with self.cond:
+            while not self.free and self.opened >= self.size:
+                await self.cond.wait()
+            if self.free:
+                return self.free.pop()
+            self.opened += 1
+        try:
+            return await Conn.open(self.host, self.port)
+        except OSError:
+            async with self.cond:
+                self.opened -= 1
+                self.cond.notify()
+            raise
+
+    async def release(self, conn: Conn | None) -> None:
+        async with self.cond:
+            if conn is None:
+                self.opened -= 1
+            else:
+                self.free.append(conn)
+            self.cond.notify()
+
+    def close(self) -> None:
+        for conn in self.free:
+            conn.close()
+
+
+async def _one(pool: Pool, path: str, scheduled: float, out: Result) -> None:
+    conn: Conn | None = None
+    try:
+        for attempt in range(2):
+            conn = await pool.acquire()
+            try:
+                status, body = await conn.get(pool.host, path)
+                break
+            except (ConnectionError, asyncio.IncompleteReadError) as exc:
+                # A keep-alive connection the server closed while it sat idle in the pool
+                # (uvicorn's keep-alive timeout): retry once on a new one, as clients do.
+                conn.close()
+                await pool.release(None)
+                conn = None
+                if attempt or getattr(exc, "partial", b""):
+                    raise
+                out.retried += 1
+        if status != 200:
+            out.error(f"HTTP {status}")
+        elif len(out.versions) < 8:
+            out.versions.add(json.loads(body)["model_version"])
+        out.latencies.append(time.perf_counter() - scheduled)
+    except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+        out.error(type(exc).__name__)
+        if conn is not None:
+            conn.close()
+            await pool.release(None)
+            conn = None
+    finally:
+        if conn is not None:
+            await pool.release(conn)
+
+
+def _path(strategy: str, user: object, k: int) -> str:
+    return f"/recommend/user/{user}?k={k}&strategy={strategy}"
+
+
+async def fixed_rate(
+    host: str,
+    port: int,
+    strategy: str,
+    users: list[int],
+    rate: float,
+    seconds: float,
+    args: argparse.Namespace,
+) -> Result:
+    out = Result(strategy, "fixed rate", rate, seconds)
+    pool = Pool(host, port, args.max_connections)
+    rng = random.Random(args.seed)
+    tasks: set[asyncio.Task[None]] = set()
+    start = time.perf_counter() + 0.05
+    n = int(rate * seconds)
+    for i in range(n):
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(
+            _one(pool, _path(strategy, rng.choice(users), args.k), scheduled, out)
+        )
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.wait(tasks)
+    out.seconds = time.perf_counter() - start
+    pool.close()
+    return out
+
+
+async def saturate(
+    host: str, port: int, strategy: str, users: list[int], seconds: float, args: argparse.Namespace
+) -> Result:
+    out = Result(strategy, "saturation", None, seconds)
+    rng = random.Random(args.seed + 1)
+    stop = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        conn = await Conn.open(host, port)
+        try:
+            while time.perf_counter() < stop:
+                t = time.perf_counter()
+                status, _body = await conn.get(host, _path(strategy, rng.choice(users), args.k))
+                out.latencies.append(time.perf_counter() - t)
+                if status != 200:
+                    out.error(f"HTTP {status}")
+        finally:
+            conn.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+    out.seconds = time.perf_counter() - start
+    return out
+
+
+# ---- set-up ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def train(model_dir: Path) -> None:
+    console.print(f"training MovieLens latest-small into {model_dir} ...")
+    subprocess.run(
+        [
+            str(BIN / "hybridrec"),
+            "train",
+            "--config",
+            "configs/default.toml",
+            "--model-dir",
+            str(model_dir),
+            "--no-evaluate",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def known_users(model_dir: Path) -> list[int]:
+    from hybridrec.bundle import open_bundle
+
+    users = open_bundle(model_dir).model().users_
+    assert users is not None
+    return [int(u) for u in users.to_list()]
+
+
+def start_server(
+    model_dir: Path, port: int, workers: int, data_dir: Path
+) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, HYBRIDREC_DATA_DIR=str(data_dir), OPENBLAS_NUM_THREADS="1")
+    env.pop("HYBRIDREC_DATABASE_URL", None)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hybridrec.serving",
+            "serve",
+            "--model-dir",
+            str(model_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"GET /health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
+                if b" 200 " in s.recv(4096):
+                    return proc
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        time.sleep(0.3)
+    proc.kill()
+    raise SystemExit("server did not become ready in 120 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model-dir", type=Path, help="A trained store (default: train one into a temp dir)."
+    )
+    parser.add_argument("--strategies", default="als,hybrid,auto")
+    parser.add_argument("--rate", type=float, default=300.0, help="Fixed request rate (req/s).")
+    parser.add_argument(
+        "--seconds", type=float, default=60.0, help="Length of each fixed-rate run."
+    )
+    parser.add_argument(
+        "--sat-seconds", type=float, default=15.0, help="Length of each saturation run."
+    )
+    parser.add_argument("--concurrency", type=int, default=16, help="Connections at saturation.")
+    parser.add_argument("--max-connections", type=int, default=64, help="In flight at fixed rate.")
+    parser.add_argument("--workers", type=int, default=1, help="Server processes.")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument(
+        "--warmup", type=float, default=3.0, help="Seconds of warm-up per strategy."
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+
+    with tempfile.TemporaryDirectory(prefix="hybridrec-bench-serve-") as tmp:
+        model_dir = args.model_dir
+        if model_dir is None:
+            model_dir = Path(tmp) / "models"
+            train(model_dir)
+        users = known_users(model_dir)
+        port = free_port()
+        proc = start_server(model_dir, port, args.workers, Path(tmp) / "data")
+        results: list[Result] = []
+        try:
+            for strategy in args.strategies.split(","):
+                asyncio.run(saturate("127.0.0.1", port, strategy, users, args.warmup, args))
+                res = asyncio.run(
+                    fixed_rate("127.0.0.1", port, strategy, users, args.rate, args.seconds, args)
+                )
+                results.append(res)
+                _row_print(res)
+                res = asyncio.run(
+                    saturate("127.0.0.1", port, strategy, users, args.sat_seconds, args)
+                )
+                results.append(res)
+                _row_print(res)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+    table = Table(
+        title=f"hybridrec serve: {len(users)} known users, k={args.k}, {args.workers} worker(s), "
+        f"{os.cpu_count()} CPUs, loopback"
+    )
+    for col in (
+        "strategy",
+        "mode",
+        "target req/s",
+        "achieved req/s",
+        "requests",
+        "errors",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+    ):
+        table.add_column(col, justify="right" if col not in ("strategy", "mode") else "left")
+    for r in results:
+        table.add_row(
+            r.strategy,
+            r.mode + ("" if r.target is None else f" {r.seconds:.0f}s"),
+            "-" if r.target is None else f"{r.target:.0f}",
+            f"{r.done / r.seconds:.0f}",
+            str(r.done),
+            str(r.errors),
+            f"{r.pct(50):.2f}",
+            f"{r.pct(95):.2f}",
+            f"{r.pct(99):.2f}",
+            f"{max(r.latencies) * 1000:.1f}" if r.latencies else "-",
+        )
+    console.print(table)
+
+
+def _row_print(r: Result) -> None:
+    console.print(
+        f"{r.strategy:8s} {r.mode:11s} {r.done / r.seconds:8.0f} req/s  p50 {r.pct(50):6.2f} ms  "
+        f"p99 {r.pct(99):6.2f} ms  errors {r.errors} {r.error_kinds or ''}  "
+        f"stale connections retried {r.retried}"
+    )
+
+
+if __name__ == "__main__":
+    main()

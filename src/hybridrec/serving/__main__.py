@@ -1,0 +1,5 @@
+"""``python -m hybridrec.serving serve ...`` / ``events export ...``."""
+
+from hybridrec.serving.cli import main
+
+main()

@@ -1,0 +1,70 @@
+"""``/similar``: items like a given item."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query, status
+
+from hybridrec.errors import UnknownIdError
+from hybridrec.serving.catalog import catalog_of
+from hybridrec.serving.deps import BundleDep
+from hybridrec.serving.schemas import MAX_K, RecommendedItem, SimilarMethod, SimilarResponse
+from hybridrec.serving.strategies import similar
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["similar"])
+
+ItemId = Annotated[str, Path(min_length=1, max_length=128, description="The item's id.")]
+K = Annotated[int, Query(ge=1, le=MAX_K, description="How many items.")]
+Method = Annotated[
+    SimilarMethod, Query(description="cf (interactions), content, or hybrid (both).")
+]
+
+
+@router.get(
+    "/similar/item/{item_id}",
+    response_model=SimilarResponse,
+    responses={404: {"description": "Unknown item"}},
+)
+async def similar_item(
+    bundle: BundleDep, item_id: ItemId, k: K = 10, method: Method = SimilarMethod.cf
+) -> SimilarResponse:
+    """The k items most similar to ``item_id``; an unknown item is a 404."""
+    try:
+        result = similar(bundle, item_id, k, method)
+    except UnknownIdError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    catalog = catalog_of(bundle)
+    return SimilarResponse(
+        item_id=item_id,
+        method=method,
+        method_used=result.method_used,
+        model_version=bundle.version,
+        k=k,
+        items=[
+            RecommendedItem(
+                item_id=item.item_id,
+                title=catalog.title(item.item_id),
+                score=item.score,
+                rank=rank,
+                method=item.method,
+                reasons=list(item.reasons),
+            )
+            for rank, item in enumerate(result.items, start=1)
+        ],
+        notes=result.notes,
+    )
+
+
+@router.get(
+    "/similar/movie/{item_id}",
+    response_model=SimilarResponse,
+    responses={404: {"description": "Unknown item"}},
+)
+async def similar_movie(
+    bundle: BundleDep, item_id: ItemId, k: K = 10, method: Method = SimilarMethod.cf
+) -> SimilarResponse:
+    """Alias of ``/similar/item/{item_id}``."""
+    return await similar_item(bundle, item_id, k, method)

@@ -1,0 +1,217 @@
+"""Request and response bodies of the HTTP API (pydantic; they make the OpenAPI schema).
+
+Requests reject unknown fields, so a typo is a 422 that names the field. Ids may be given as
+JSON strings or integers; they are compared as text.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+
+from hybridrec.serving.strategies import SimilarMethod, Strategy
+
+__all__ = [
+    "EventIn",
+    "EventType",
+    "EventsAccepted",
+    "FeedbackAccepted",
+    "FeedbackIn",
+    "HealthResponse",
+    "ModelShapes",
+    "ReadyResponse",
+    "RecommendationResponse",
+    "RecommendedItem",
+    "ReloadResponse",
+    "SimilarMethod",
+    "SimilarResponse",
+    "Strategy",
+    "VisitorRequest",
+]
+
+#: Printable text without control characters (PostgreSQL text cannot hold NUL).
+_TEXT = r"^[^\x00-\x1f\x7f]+$"
+IdText = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=_TEXT)]
+#: An external id: a JSON string or integer.
+ExternalId = Annotated[StrictInt | IdText, Field(description="An id, as a string or integer.")]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_TEXT)]
+MAX_K = 1000
+MAX_BATCH = 1000
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EventType(StrEnum):
+    """Kinds of interaction, with the weight each gets when none is given."""
+
+    view = "view"
+    click = "click"
+    add_to_cart = "add_to_cart"
+    purchase = "purchase"
+    rating = "rating"
+    like = "like"
+    dislike = "dislike"
+
+
+#: Default weight per event type (``dislike`` is never a positive interaction).
+DEFAULT_WEIGHTS: dict[EventType, float] = {
+    EventType.view: 1.0,
+    EventType.click: 1.0,
+    EventType.add_to_cart: 2.0,
+    EventType.purchase: 3.0,
+    EventType.rating: 1.0,
+    EventType.like: 2.0,
+    EventType.dislike: 0.0,
+}
+
+
+class EventIn(_Request):
+    """One interaction as it happened."""
+
+    user_id: ExternalId
+    item_id: ExternalId
+    event_type: EventType = EventType.view
+    weight: float | None = Field(
+        default=None,
+        gt=0,
+        le=1e6,
+        allow_inf_nan=False,
+        description="Strength (default by type: view/click 1, add_to_cart 2, purchase 3, "
+        "like 2; ignored for dislike).",
+    )
+    timestamp: datetime | None = Field(
+        default=None, description="When it happened (ISO 8601 or Unix seconds; default: now)."
+    )
+
+
+class EventsAccepted(BaseModel):
+    """Events stored (committed) and applied to the online history."""
+
+    accepted: int
+    ids: list[int]
+
+
+class FeedbackIn(_Request):
+    """A thumbs up or down on an item the service recommended."""
+
+    user_id: ExternalId
+    item_id: ExternalId
+    value: Literal["up", "down"]
+    source: Label | None = Field(
+        default=None, description="The method that recommended the item (its `method`)."
+    )
+    model_version: Annotated[str, StringConstraints(max_length=128, pattern=_TEXT)] | None = None
+    timestamp: datetime | None = None
+
+
+class FeedbackAccepted(BaseModel):
+    """Feedback stored; ``event_id`` is the interaction it implies (like / dislike)."""
+
+    id: int
+    event_id: int
+
+
+class VisitorRequest(_Request):
+    """A visitor without a user id: what they looked at recently, best guess first."""
+
+    item_ids: list[ExternalId] = Field(
+        default_factory=list, max_length=500, description="Recently seen items, any order."
+    )
+    attributes: dict[Label, str | float | bool | None] | None = Field(
+        default=None,
+        max_length=50,
+        description="Visitor attributes (stored models do not use them yet).",
+    )
+    k: int = Field(default=10, ge=1, le=MAX_K)
+    strategy: Strategy = Strategy.auto
+    alpha: float = Field(default=0.8, ge=0.0, le=1.0)
+    exclude_seen: bool = True
+    category: list[Label] | None = Field(default=None, max_length=20)
+
+
+class RecommendedItem(BaseModel):
+    """One recommended (or similar) item."""
+
+    item_id: int | str
+    title: str | None
+    score: float
+    rank: int
+    method: str
+    reasons: list[str]
+
+
+class RecommendationResponse(BaseModel):
+    """A ranked list and how it was made."""
+
+    user_id: str | None
+    strategy: Strategy
+    method_used: str
+    cold_start: bool
+    fallback: bool
+    model_version: str
+    k: int
+    history_items: int
+    items: list[RecommendedItem]
+    notes: list[str]
+
+
+class SimilarResponse(BaseModel):
+    """Items similar to one item."""
+
+    item_id: str
+    method: SimilarMethod
+    method_used: str
+    model_version: str
+    k: int
+    items: list[RecommendedItem]
+    notes: list[str]
+
+
+class HealthResponse(BaseModel):
+    """Liveness and what is being served."""
+
+    status: Literal["ok", "loading"]
+    ready: bool
+    model_version: str | None
+    created_at: str | None
+    default_model: str | None
+    models: list[str]
+    users: int | None
+    items: int | None
+    loaded_parts: list[str]
+    uptime_seconds: float
+    database: Literal["ok", "unavailable"]
+    database_backend: str
+    online_users: int
+    last_reload: dict[str, Any] | None
+
+
+class ReadyResponse(BaseModel):
+    """Readiness."""
+
+    ready: bool
+    model_version: str | None
+
+
+class ReloadResponse(BaseModel):
+    """What a reload did."""
+
+    ok: bool
+    version: str | None
+    previous: str | None
+    seconds: float
+    error: str | None
+
+
+class ModelShapes(BaseModel):
+    """Array, index and vocabulary shapes of the loaded models."""
+
+    version: str
+    loaded_parts: list[str]
+    models: dict[str, dict[str, list[int]]]
+    not_loaded: list[str]

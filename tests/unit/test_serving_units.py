@@ -1,0 +1,353 @@
+"""The serving library without HTTP: strategies, online history, the event store, catalog."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+
+from hybridrec.bundle import Bundle, ModelStore, write_bundle
+from hybridrec.data.dataset import InteractionData
+from hybridrec.errors import HybridrecError, UnknownIdError
+from hybridrec.models import ItemFilter, Recommender, create_model
+from hybridrec.serving import strategies
+from hybridrec.serving.catalog import Catalog
+from hybridrec.serving.events import (
+    DatabaseUnavailableError,
+    EventRow,
+    EventStore,
+    StoredEvent,
+    database_url,
+)
+from hybridrec.serving.online import OnlineHistory
+from hybridrec.serving.service import ModelService
+from hybridrec.serving.strategies import COLD_START, Strategy, answer, similar
+
+PARAMS: dict[str, dict[str, Any]] = {
+    "popularity": {},
+    "als": {"factors": 16, "iterations": 10, "use_gpu": False, "random_state": 0},
+    "itemknn": {"neighbors": 20},
+}
+
+
+@pytest.fixture(scope="module")
+def models(planted_data: InteractionData) -> dict[str, Recommender]:
+    return {name: create_model(name, p).fit(planted_data) for name, p in PARAMS.items()}
+
+
+@pytest.fixture(scope="module")
+def bundle(models: dict[str, Recommender], tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    return Bundle.from_models(tmp_path_factory.mktemp("b"), models, default_model="als")
+
+
+def only(models: dict[str, Recommender], *names: str) -> Bundle:
+    picked = {n: models[n] for n in names}
+    return Bundle.from_models(Path("/nonexistent"), picked, default_model=names[0])
+
+
+def item_ids(ans: strategies.Answer) -> list[Any]:
+    return [i.item_id for i in ans.items]
+
+
+# ---- strategies --------------------------------------------------------------------------
+
+
+def test_factor_fast_path_is_identical_to_the_model(models: dict[str, Recommender]) -> None:
+    als = models["als"]
+    assert als.users_ is not None
+    users = als.users_.to_list()[:80]
+    for exclude in (True, False):
+        for k in (1, 10, 60, 100):
+            for user in users:
+                fast = strategies._factor_rows(als, str(user), k, exclude)
+                assert fast is not None
+                ids, scores = als.recommend([user], k, exclude_seen=exclude).row(0)
+                assert fast[0] == ids.tolist()
+                np.testing.assert_allclose(fast[1], scores, rtol=1e-6)
+    assert strategies._factor_rows(als, "stranger", 5, True) is None
+    assert strategies._factor_rows(models["itemknn"], "1", 5, True) is None
+
+
+def test_als_answers_a_known_user_with_reasons(bundle: Bundle) -> None:
+    ans = answer(bundle, "1", 5, Strategy.als)
+    assert ans.method_used == "als" and not ans.fallback and not ans.cold_start
+    expected, _ = bundle.model("als").recommend([1], 5).row(0)
+    assert item_ids(ans) == expected.tolist()
+    assert all(i.method == "als" and i.reasons for i in ans.items)
+
+
+def test_unknown_user_without_history_is_cold_start(bundle: Bundle) -> None:
+    for strategy in Strategy:
+        ans = answer(bundle, "nobody", 4, strategy)
+        assert ans.cold_start and ans.method_used == COLD_START
+        assert [i.reasons for i in ans.items] == [("popular overall",)] * 4
+    top, _ = bundle.model("popularity").recommend(["x"], 4, history={"x": []}).row(0)
+    assert item_ids(answer(bundle, "nobody", 4)) == top.tolist()
+
+
+def test_history_folds_in_and_is_excluded(bundle: Bundle, planted_spec: Any) -> None:
+    cluster = planted_spec.items_of_cluster(1)
+    history = {str(i): 1.0 for i in cluster[:4]}
+    ans = answer(bundle, "newcomer", 6, Strategy.als, history=history)
+    assert ans.method_used == "als" and not ans.cold_start
+    got = item_ids(ans)
+    assert not set(got) & set(cluster[:4])
+    assert set(got) <= set(cluster)
+    known = answer(bundle, "2", 10, Strategy.als)  # user 2 is in cluster 1 too
+    seen_now = {str(i): 3.0 for i in item_ids(known)[:3]}
+    after = answer(bundle, "2", 10, Strategy.als, history=seen_now)
+    assert not set(item_ids(known)[:3]) & set(item_ids(after))
+    assert "includes your 3 recent interactions" in after.items[0].reasons
+
+
+def test_missing_models_fall_back_along_the_chain(models: dict[str, Recommender]) -> None:
+    pop_only = only(models, "popularity")
+    for strategy in (Strategy.als, Strategy.auto, Strategy.content, Strategy.two_tower):
+        ans = answer(pop_only, "1", 5, strategy)
+        assert ans.method_used == "popular" and ans.fallback and len(ans.items) == 5
+        assert any("not in this model version" in n for n in ans.notes)
+    both = only(models, "als", "popularity")
+    ans = answer(both, "1", 5, Strategy.hybrid)
+    assert ans.method_used == "als" and ans.fallback
+    assert [n for n in ans.notes if n.startswith("hybrid")] == ["hybrid: not in this model version"]
+
+
+def test_short_and_failing_methods_are_filled_from_the_next(
+    bundle: Bundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = strategies._rows
+
+    def two_from_als(b: Bundle, name: str, ask: Any, k: int) -> tuple[list[Any], list[float]]:
+        ids, scores = real(b, name, ask, k)
+        return (ids[:2], scores[:2]) if name == "als" else (ids, scores)
+
+    monkeypatch.setattr(strategies, "_rows", two_from_als)
+    ans = answer(bundle, "1", 6, Strategy.als)
+    assert ans.method_used == "als+popular" and ans.fallback
+    assert [i.method for i in ans.items] == ["als"] * 2 + ["popular"] * 4
+    assert len(set(item_ids(ans))) == 6
+
+    def broken(b: Bundle, name: str, ask: Any, k: int) -> tuple[list[Any], list[float]]:
+        if name == "als":
+            raise HybridrecError("factors on fire")
+        return real(b, name, ask, k)
+
+    monkeypatch.setattr(strategies, "_rows", broken)
+    ans = answer(bundle, "1", 3, Strategy.auto)
+    assert ans.method_used == "popular" and "als: factors on fire" in ans.notes
+
+
+def test_filters_hold_for_every_strategy(bundle: Bundle, planted_spec: Any) -> None:
+    allowed = planted_spec.items_of_cluster(0)[:8]
+    denied = allowed[:2]
+    rules = ItemFilter(allow=allowed, deny=denied)
+    for strategy in Strategy:
+        ans = answer(bundle, "1", 5, strategy, filters=rules)
+        assert ans.items, strategy
+        assert set(item_ids(ans)) <= set(allowed) - set(denied), strategy
+
+
+def test_mixed_blends_by_alpha(bundle: Bundle) -> None:
+    als = answer(bundle, "4", 5, Strategy.als)
+    pop = answer(bundle, "4", 5, Strategy.popular)
+    assert item_ids(answer(bundle, "4", 5, Strategy.mixed, alpha=1.0)) == item_ids(als)
+    assert item_ids(answer(bundle, "4", 5, Strategy.mixed, alpha=0.0)) == item_ids(pop)
+    half = answer(bundle, "4", 5, Strategy.mixed, alpha=0.5)
+    assert half.method_used == "mixed"
+    scores = [i.score for i in half.items]
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+
+
+def test_similar_items(bundle: Bundle, models: dict[str, Recommender]) -> None:
+    ans = similar(bundle, "1000", 5)
+    assert ans.method_used == "itemknn" and len(ans.items) == 5
+    assert 1000 not in item_ids(ans)
+    no_knn = only(models, "als", "popularity")
+    assert similar(no_knn, "1000", 5).method_used == "als"
+    content = similar(bundle, "1000", 5, "content")  # no content model: cf instead
+    assert content.method_used == "itemknn"
+    assert any("content" in n for n in content.notes)
+    with pytest.raises(UnknownIdError, match="999"):
+        similar(bundle, "999", 5)
+
+
+# ---- online history ----------------------------------------------------------------------
+
+
+def ev(i: int, user: str, item: str, kind: str = "view", weight: float = 1.0, at: float = 0.0):
+    return StoredEvent(user, item, kind, weight, at or time.time(), at or time.time(), id=i)
+
+
+def test_online_history_applies_each_event_once() -> None:
+    h = OnlineHistory()
+    assert h.apply([ev(1, "u", "a"), ev(2, "u", "b", weight=2.0), ev(3, "u", "a")]) == 3
+    assert h.apply([ev(2, "u", "b", weight=2.0)]) == 0
+    items, denied = h.get("u")
+    assert items == {"b": 2.0, "a": 2.0} and denied == []
+    h.apply([ev(4, "u", "a", "dislike", 0.0)])
+    items, denied = h.get("u")
+    assert items == {"b": 2.0} and denied == ["a"]
+    h.apply([ev(5, "u", "a", "like", 2.0)])
+    assert h.get("u") == ({"b": 2.0, "a": 2.0}, [])
+    assert h.get("nobody") == ({}, [])
+
+
+def test_online_history_caps_items_and_forgets_old_events() -> None:
+    h = OnlineHistory(ttl_seconds=60, max_items=3)
+    h.apply([ev(i, "u", f"i{i}") for i in range(1, 6)])
+    assert list(h.get("u")[0]) == ["i3", "i4", "i5"]
+    h.apply([ev(9, "old", "x", at=time.time() - 120)])
+    assert h.get("old") == ({}, [])
+
+
+class FakeStore:
+    """Events committed in any order, as PostgreSQL may commit them."""
+
+    def __init__(self) -> None:
+        self.rows: list[StoredEvent] = []
+
+    def max_event_id(self) -> int:
+        return max((r.id for r in self.rows), default=0)
+
+    def events_after(
+        self,
+        after_id: int,
+        *,
+        also_ids: Any = (),
+        upto_id: int | None = None,
+        received_since: float | None = None,
+        limit: int = 10_000,
+    ) -> list[StoredEvent]:
+        out = [
+            r
+            for r in self.rows
+            if (r.id > after_id and (upto_id is None or r.id <= upto_id)) or r.id in also_ids
+        ]
+        return sorted(out, key=lambda r: r.id)[:limit]
+
+
+def test_sync_catches_up_with_other_writers_exactly_once() -> None:
+    store = FakeStore()
+    store.rows = [ev(1, "u", "a"), ev(2, "u", "b")]
+    mine, other = OnlineHistory(), OnlineHistory()
+    assert mine.bootstrap(store) == 2  # type: ignore[arg-type]
+    assert other.bootstrap(store) == 2  # type: ignore[arg-type]
+    # Worker "mine" writes id 4 and applies it at once; id 3 is still uncommitted.
+    e4 = ev(4, "u", "d")
+    store.rows.append(e4)
+    mine.apply([e4])
+    assert mine.sync(store) == 0  # type: ignore[arg-type]
+    assert other.sync(store) == 1  # type: ignore[arg-type]
+    # Id 3 commits late: both pick it up from their gap lists.
+    store.rows.append(ev(3, "u", "c"))
+    assert mine.sync(store) == 1  # type: ignore[arg-type]
+    assert other.sync(store) == 1  # type: ignore[arg-type]
+    assert mine.sync(store) == 0  # type: ignore[arg-type]
+    assert mine.get("u") == other.get("u") == ({"a": 1.0, "b": 1.0, "d": 1.0, "c": 1.0}, [])
+
+
+# ---- the event store -----------------------------------------------------------------------
+
+
+def test_database_url_defaults_to_sqlite_and_reads_postgres_urls(tmp_path: Path) -> None:
+    assert database_url(None, tmp_path) == f"sqlite:///{tmp_path / 'events.db'}"
+    assert database_url("postgresql://u@h/db", tmp_path) == "postgresql+psycopg://u@h/db"
+    assert database_url("postgres://u@h/db", tmp_path) == "postgresql+psycopg://u@h/db"
+    assert database_url("sqlite:///x.db", tmp_path) == "sqlite:///x.db"
+
+
+def test_sqlite_store_migrates_writes_reads_and_exports(tmp_path: Path) -> None:
+    db = tmp_path / "state" / "events.db"
+    store = EventStore(f"sqlite:///{db}")
+    errors: list[BaseException] = []
+
+    def migrate() -> None:
+        try:
+            EventStore(store.url).ensure_schema()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=migrate) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    store.ensure_schema()
+    assert store.revision == "0001"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"events", "feedback", "hybridrec_alembic_version"} <= tables
+    now = time.time()
+    rows = [EventRow(str(u), str(1000 + u), "view", 1.0, now - 10, now) for u in range(5)]
+    stored = store.add_events(rows)
+    assert [s.id for s in stored] == [1, 2, 3, 4, 5]
+    stored += store.add_events([EventRow("9", "1009", "dislike", 0.0, now, now)])
+    assert store.max_event_id() == 6 and store.count() == 6
+    assert [e.id for e in store.events_after(4)] == [5, 6]
+    assert [e.id for e in store.events_after(5, also_ids=[2])] == [2, 6]
+    out = tmp_path / "out.parquet"
+    assert store.export(out) == 5
+    df = pl.read_parquet(out)
+    assert df["user_id"].dtype == pl.Int64 and df["item_id"].to_list()[:2] == [1000, 1001]
+    assert store.export(out, include_dislikes=True) == 6
+    assert store.export(out, since=now + 1) == 0
+    store.dispose()
+
+
+def test_unreachable_store_raises_database_unavailable(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x", encoding="utf-8")
+    store = EventStore(f"sqlite:///{blocker / 'sub' / 'events.db'}")
+    with pytest.raises(DatabaseUnavailableError):
+        store.ensure_schema()
+    assert not store.ping()
+    with pytest.raises(DatabaseUnavailableError):
+        store.add_events([EventRow("1", "2", "view", 1.0, 0.0, 0.0)])
+    assert store.last_error
+
+
+# ---- catalog, service ------------------------------------------------------------------------
+
+
+def test_catalog_titles_and_categories() -> None:
+    listed = Catalog(
+        pl.DataFrame(
+            {"item_id": [1, 2, 3], "title": ["A", "B", None], "categories": [["Rock"], [], None]}
+        )
+    )
+    assert listed.title(1) == "A" and listed.title("2") == "B" and listed.title(3) is None
+    assert listed.in_categories(["rock", "JAZZ"]) == [1]
+    piped = Catalog(pl.DataFrame({"item_id": ["x", "y"], "genres": ["Rock|Jazz", "Jazz"]}))
+    assert piped.in_categories([" jazz "]) == ["x", "y"]
+    assert Catalog(None).in_categories(["any"]) == []
+
+
+def test_service_follows_the_current_pointer(
+    models: dict[str, Recommender], tmp_path: Path
+) -> None:
+    store = ModelStore(tmp_path)
+
+    def save() -> str:
+        return store.write_version(lambda p: write_bundle(p, models), promote=True)
+
+    v1 = save()
+    service = ModelService(tmp_path)
+    assert service.follow_current() is not None and service.bundle.version == v1
+    assert service.follow_current() is None
+    v2 = save()
+    result = service.follow_current()
+    assert result is not None and result.ok and service.bundle.version == v2
+    v3 = save()
+    (tmp_path / v3 / "cf.joblib").write_bytes(b"broken")
+    refused = service.follow_current()
+    assert refused is not None and not refused.ok and service.bundle.version == v2
+    assert service.follow_current() is None  # not retried until the pointer moves
+    assert ModelService(tmp_path, version=v1).follow_current() is None
