@@ -61,8 +61,12 @@ DataDirOpt = Annotated[
 
 def serve_command(  # noqa: PLR0917 - typer options
     model_dir: ModelDirOpt = Path("models"),
-    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on.", envvar="HYBRIDREC_HOST")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", help="Port to listen on.", envvar="HYBRIDREC_PORT")
+    ] = 8000,
     workers: Annotated[
         int, typer.Option("--workers", help="Server processes.", envvar="HYBRIDREC_WORKERS")
     ] = 1,
