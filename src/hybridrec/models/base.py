@@ -315,22 +315,40 @@ class Recommender(ABC):
         block = max(1, _BLOCK_CELLS // max(n_items, 1))
         out_idx = np.full((ids.size, k), -1, np.int64)
         out_val = np.full((ids.size, k), -np.inf, np.float32)
-        empty = np.diff(hist.indptr) == 0
         for start in range(0, ids.size, block):
             sl = slice(start, start + block)
-            scores = np.asarray(self._score(idx[sl], hist[sl], fold_in[sl]), dtype=np.float32)
-            if self.needs_history:
-                blank = empty[sl]
-                if self.represents_users:
-                    blank = blank & ((idx[sl] < 0) | fold_in[sl])
-                scores[blank] = -np.inf
-            if exclude_seen:
-                h = hist[sl]
-                scores[np.repeat(np.arange(h.shape[0]), np.diff(h.indptr)), h.indices] = -np.inf
+            scores = self._block_scores(idx[sl], hist[sl], fold_in[sl], exclude_seen=exclude_seen)
             if allowed is not None:
                 scores[:, ~allowed] = -np.inf
             out_idx[sl], out_val[sl] = topk_rows(scores, k)
         return Recommendations(ids, out_idx, out_val, items)
+
+    def _block_scores(
+        self,
+        users: NDArray[np.int64],
+        history: sp.csr_matrix,
+        fold_in: NDArray[np.bool_],
+        *,
+        exclude_seen: bool,
+    ) -> NDArray[np.float32]:
+        """`_score` with the contract's rules applied.
+
+        Rows the model cannot answer (no history to personalize on) and, when asked, the
+        users' seen items get -inf. Composite models (hybrids) call this on their
+        components, so the rules live here once.
+        """
+        scores = np.asarray(self._score(users, history, fold_in), dtype=np.float32)
+        if not scores.flags.writeable:
+            scores = scores.copy()
+        if self.needs_history:
+            blank = np.diff(history.indptr) == 0
+            if self.represents_users:
+                blank &= (users < 0) | fold_in
+            scores[blank] = -np.inf
+        if exclude_seen:
+            rows = np.repeat(np.arange(history.shape[0]), np.diff(history.indptr))
+            scores[rows, history.indices] = -np.inf
+        return scores
 
     def similar_items(self, item_ids: Sequence[Any] | NDArray[Any], k: int = 10) -> Recommendations:
         """The ``k`` items most similar to each query item (the item itself excluded)."""

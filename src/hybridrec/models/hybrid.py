@@ -202,26 +202,17 @@ class ComposedRecommender(Recommender):
         model = self.components_[name]
         items = self._fitted()[1]
         own_items = model._fitted()[1]
-        if own_items != items:
-            # A component over a larger item vocabulary (content: the whole catalog):
-            # translate the history into its columns and its scores back into ours.
-            cols = own_items.index(items.ids)
-            history_c = sp.csr_matrix(
-                (history.data, cols[history.indices], history.indptr),
-                shape=(history.shape[0], len(own_items)),
-            )
-            scores = np.asarray(model._score(users, history_c, fold_in), np.float32)[:, cols]
-        else:
-            scores = np.asarray(model._score(users, history, fold_in), dtype=np.float32).copy()
-        if model.needs_history:
-            blank = np.diff(history.indptr) == 0
-            if model.represents_users:
-                blank &= (users < 0) | fold_in
-            scores[blank] = -np.inf
-        if getattr(_CONTEXT, "exclude_seen", True):
-            rows = np.repeat(np.arange(history.shape[0]), np.diff(history.indptr))
-            scores[rows, history.indices] = -np.inf
-        return scores
+        exclude_seen = bool(getattr(_CONTEXT, "exclude_seen", True))
+        if own_items == items:
+            return model._block_scores(users, history, fold_in, exclude_seen=exclude_seen)
+        # A component over a larger item vocabulary (content: the whole catalog): translate
+        # the history into its columns and its scores back into ours.
+        cols = own_items.index(items.ids)
+        history_c = sp.csr_matrix(
+            (history.data, cols[history.indices], history.indptr),
+            shape=(history.shape[0], len(own_items)),
+        )
+        return model._block_scores(users, history_c, fold_in, exclude_seen=exclude_seen)[:, cols]
 
 
 class HybridConfig(ModelConfig):
