@@ -233,11 +233,12 @@ def evaluate(
         if test_path is None or train_path is not None:
             raise DataError("--model-dir takes --test (and no --train: the models are trained)")
         cfg, reports = _evaluate_stored(model_dir, version, test_path, config)
+        prepared = None
     else:
         if (train_path is None) != (test_path is None):
             raise DataError("--train and --test go together")
         cfg = load_config(config)
-        reports = _evaluate_config(cfg, train_path, test_path, data_home, progress)
+        reports, prepared = _evaluate_config(cfg, train_path, test_path, data_home, progress)
     total = time.perf_counter() - start
     if output_format is OutputFormat.json:
         sys.stdout.write(reports_to_json(reports) + "\n")
@@ -245,21 +246,20 @@ def evaluate(
         out.print(comparison_table(reports, cfg.evaluation.k, target=cfg.evaluation.target))
         out.print(segment_table(reports, target=cfg.evaluation.target))
         out.print(f"{len(reports)} models, {reports[0].n_users} test users, {total:.1f}s")
-        if cold_start and model_dir is None and train_path is None:
-            _print_cold_start(cfg, data_home)
+        if cold_start and prepared is not None:
+            _print_cold_start(cfg, prepared)
     if plot is not None:
         plot_reports(reports, plot, ks=cfg.evaluation.k)
 
 
-def _print_cold_start(cfg: Any, data_home: Path | None) -> None:
+def _print_cold_start(cfg: Any, prepared: Any) -> None:
     """Cold-item and cold-user tables for the pipeline's single models (content needed)."""
     from hybridrec.data.coldstart import cold_start_reports
     from hybridrec.evaluation.report import comparison_table
     from hybridrec.models.hybrid import ComposedRecommender
     from hybridrec.models.registry import create_model
-    from hybridrec.pipeline.train import BASELINE, prepare_data, runnable_models
+    from hybridrec.pipeline.train import BASELINE, runnable_models
 
-    prepared = prepare_data(cfg.data, data_home=data_home)
     specs = runnable_models(cfg, prepared.items)
     if prepared.items is None or not any(s.model == "content" for s in specs.values()):
         return
@@ -289,7 +289,11 @@ def _evaluate_config(
     test_path: Path | None,
     data_home: Path | None,
     progress: Console | None,
-) -> list[Any]:
+) -> tuple[list[Any], Any]:
+    """Reports of the configured pipeline, and its prepared data.
+
+    The prepared data is None with --train/--test; the cold-start tables reuse it otherwise.
+    """
     from hybridrec.data.split import Split
     from hybridrec.pipeline.train import evaluate_pipeline, prepare_data, split_data
 
@@ -297,12 +301,12 @@ def _evaluate_config(
         train_df = prepare_data(cfg.data, interactions=train_path).interactions
         test_df = prepare_data(cfg.data, interactions=test_path).interactions
         split = Split(train=train_df, test=test_df)
-        items = None
+        items, prepared = None, None
     else:
         prepared = prepare_data(cfg.data, data_home=data_home)
         split, items = split_data(prepared.interactions, cfg.split), prepared.items
     reports, _ = evaluate_pipeline(cfg, split, items=items, console=progress)
-    return reports
+    return reports, prepared
 
 
 def _evaluate_stored(
@@ -537,7 +541,7 @@ def tune(
     promote: PromoteOpt = True,
 ) -> None:
     """Search a hybrid's weights on validation data; write them back as a new version."""
-    from hybridrec.bundle import BundleOptions, Compression, write_bundle
+    from hybridrec.bundle import ModelStore, save_derived
     from hybridrec.config import PipelineConfig, load_config
     from hybridrec.data.dataset import InteractionData
     from hybridrec.evaluation.evaluator import Evaluator
@@ -568,33 +572,13 @@ def tune(
     for weights, score in sorted(trials, key=lambda t: -t[1])[:5]:
         table.add_row(", ".join(f"{k} {v:.2f}" for k, v in weights.items()), f"{score:.4f}")
     out.print(table)
-    models = bundle.models()
-    manifest = bundle.manifest
-    info = {
-        name: {k: v for k, v in entry.items() if k in ("params", "fit_seconds")}
-        for name, entry in manifest["models"].items()
-    }
-    info[model] = {**info.get(model, {}), "params": hybrid.config.model_dump()}
-    old = manifest.get("bundle", {})
-    options = BundleOptions(
-        Compression.parse(old.get("compression", "none")), bool(old.get("float32"))
+    new = save_derived(
+        bundle,
+        ModelStore(model_dir),
+        params={model: hybrid.config.model_dump()},
+        extra={"tuned": {"model": model, "on": str(valid_path), "target": target, "weights": best}},
+        promote=promote,
     )
-    keep = {k: v for k, v in manifest.items() if k not in ("version", "created_at")}
-
-    def write(path: Path) -> dict[str, Any]:
-        written = write_bundle(
-            path, models, items=bundle.items, top_n=bundle.top_n, options=options, model_info=info
-        )
-        return {
-            **keep,
-            **written,
-            "derived_from": bundle.version,
-            "tuned": {"model": model, "on": str(valid_path), "target": target, "weights": best},
-        }
-
-    from hybridrec.bundle import ModelStore
-
-    new = ModelStore(model_dir).write_version(write, promote=promote)
     state = "current" if promote else "not promoted"
     out.print(
         f"{model}: {target} {before:.4f} -> {max(t[1] for t in trials):.4f} with "
@@ -752,38 +736,23 @@ def bundle_save(
     promote: PromoteOpt = True,
 ) -> None:
     """Re-save a version as a new one: compressed, as float32, or with precomputed top-N."""
-    from hybridrec.bundle import Bundle, BundleOptions, Compression, ModelStore, write_bundle
-    from hybridrec.bundle.bundle import TopN
+    from hybridrec.bundle import Bundle, BundleOptions, Compression, ModelStore, save_derived
+    from hybridrec.bundle.open import bundle_options
+    from hybridrec.pipeline.train import precompute_top_n
 
     src = _store(model_dir)
     bundle = Bundle.open(src.path(version), eager=())
-    manifest = bundle.manifest
-    old = manifest.get("bundle", {})
     options = BundleOptions(
         Compression.parse(compress if compress is not None else "none", compress_level),
-        bool(old.get("float32")) if float32 is None else float32,
+        bundle_options(bundle).float32 if float32 is None else float32,
     )
-    models = bundle.models()
-    top = bundle.top_n
+    top = None
     if top_n:
-        users = models[bundle.default_model]._fitted()[0]
-        recs = models[bundle.default_model].recommend(users.ids, top_n)
-        top = TopN.from_recommendations(bundle.default_model, recs, users)
-    keep = {k: v for k, v in manifest.items() if k not in ("version", "created_at")}
-    info = {
-        name: {k: v for k, v in entry.items() if k in ("params", "fit_seconds")}
-        for name, entry in manifest["models"].items()
-    }
-
-    def write(path: Path) -> dict[str, Any]:
-        written = write_bundle(
-            path, models, items=bundle.items, top_n=top, options=options, model_info=info
-        )
-        return {**keep, **written, "derived_from": bundle.version}
-
+        default = bundle.model()
+        top = precompute_top_n(default, bundle.default_model, top_n)
     start = time.perf_counter()
     target = ModelStore(to) if to is not None else src
-    new = target.write_version(write, promote=promote)
+    new = save_derived(bundle, target, options=options, top_n=top, promote=promote)
     state = "current" if promote else "not promoted"
     out.print(
         f"saved version [bold]{new}[/bold] ({state}) in {target.root} from {bundle.version}: "

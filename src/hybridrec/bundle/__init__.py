@@ -2,7 +2,7 @@
 
 from hybridrec.bundle.bundle import Bundle, BundleOptions, TopN, write_bundle
 from hybridrec.bundle.format import Compression
-from hybridrec.bundle.open import open_bundle
+from hybridrec.bundle.open import open_bundle, save_derived
 from hybridrec.bundle.store import ModelStore
 
 __all__ = [
@@ -12,5 +12,6 @@ __all__ = [
     "ModelStore",
     "TopN",
     "open_bundle",
+    "save_derived",
     "write_bundle",
 ]

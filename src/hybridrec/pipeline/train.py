@@ -418,10 +418,10 @@ def bundle_options_from(cfg: BundleConfig) -> BundleOptions:
     return BundleOptions(Compression.parse(cfg.compress, cfg.compress_level), cfg.float32)
 
 
-def precompute_top_n(model: Recommender, name: str, cfg: BundleConfig) -> TopN:
-    """Every known user's top-N of ``model`` (seen items excluded), for the bundle."""
+def precompute_top_n(model: Recommender, name: str, n: int) -> TopN:
+    """Every known user's top-``n`` of ``model`` (seen items excluded), for the bundle."""
     users = model._fitted()[0]
-    recs = model.recommend(users.ids, cfg.precompute_top_n)
+    recs = model.recommend(users.ids, n)
     return TopN.from_recommendations(name, recs, users)
 
 
@@ -498,7 +498,9 @@ def train_pipeline(
                 progress.advance(task)
             models = {name: fitted[name] for name in names}
             if cfg.bundle.precompute_top_n:
-                top_n = precompute_top_n(models[default_model], default_model, cfg.bundle)
+                top_n = precompute_top_n(
+                    models[default_model], default_model, cfg.bundle.precompute_top_n
+                )
         manifest = write_bundle(
             path, models, items=items, top_n=top_n, options=options, model_info=info
         )
