@@ -20,9 +20,8 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 from numpy.typing import NDArray
 
-from hybridrec.embed.cache import EmbeddingCache, content_key, default_cache_dir
-from hybridrec.embed.text import l2_normalize, load_sentence_model, model_fingerprint
-from hybridrec.errors import ConfigError
+from hybridrec.embed.cache import EmbeddingCache, content_key
+from hybridrec.embed.text import SentenceModelEncoder, l2_normalize, model_fingerprint
 
 __all__ = ["ClipImageEncoder", "ImageEncoding", "resolve_image_path"]
 
@@ -64,7 +63,7 @@ def resolve_image_path(ref: str, root: str | Path | None = None) -> Path | None:
     return path
 
 
-class ClipImageEncoder:
+class ClipImageEncoder(SentenceModelEncoder):
     """Encode images with a CLIP model loaded by sentence-transformers.
 
     Args:
@@ -86,18 +85,14 @@ class ClipImageEncoder:
         use_cache: bool = True,
         show_progress: bool = True,
     ) -> None:
-        if batch_size <= 0:
-            raise ConfigError(f"batch_size must be positive (got {batch_size})")
-        self.model = model
-        self.batch_size = batch_size
-        self.device = device
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.use_cache = use_cache
-        self.show_progress = show_progress
-        self._model: Any = None
-        self._fingerprint: str | None = None
-        #: Images encoded by the model (not found in the cache) in the last call.
-        self.last_encoded = 0
+        super().__init__(
+            model,
+            batch_size=batch_size,
+            device=device,
+            cache_dir=cache_dir,
+            use_cache=use_cache,
+            show_progress=show_progress,
+        )
 
     @property
     def fingerprint(self) -> str:
@@ -108,21 +103,9 @@ class ClipImageEncoder:
             self._fingerprint = model_fingerprint("image", resolved)
         return self._fingerprint
 
-    def _load(self) -> Any:
-        if self._model is None:
-            self._model = load_sentence_model(self.model, self.device)
-        return self._model
-
     def encode_text(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """Encode texts with the CLIP text tower (the same space as the images)."""
-        out = self._load().encode(
-            list(texts),
-            batch_size=self.batch_size,
-            show_progress_bar=False,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-        )
-        return l2_normalize(np.asarray(out, dtype=np.float32))
+        return l2_normalize(self._encode_model(list(texts), progress=False))
 
     def encode(
         self, refs: Sequence[str | None], *, root: str | Path | None = None
@@ -179,14 +162,7 @@ class ClipImageEncoder:
                 problems.append(f"{refs[i]}: unreadable image ({type(exc).__name__})")
         self.last_encoded = len(decoded)
         if images:
-            out = self._load().encode(
-                images,
-                batch_size=self.batch_size,
-                show_progress_bar=self.show_progress,
-                convert_to_numpy=True,
-                normalize_embeddings=True,
-            )
-            new = l2_normalize(np.asarray(out, dtype=np.float32))
+            new = l2_normalize(self._encode_model(images, progress=self.show_progress))
             dim = new.shape[1]
             for j, i in enumerate(decoded):
                 vectors[i] = new[j]

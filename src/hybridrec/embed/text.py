@@ -322,7 +322,60 @@ def load_sentence_model(model: str, device: str | None = None) -> Any:
         ) from None
 
 
-class SentenceTextEncoder:
+class SentenceModelEncoder:
+    """The common part of sentence-transformers encoders (text models, CLIP).
+
+    Settings, a lazily loaded model, a cache location, and one batched forward pass.
+
+    Args:
+        model: Model name or local folder.
+        batch_size: Inputs per forward pass.
+        device: Torch device (default ``"cpu"``).
+        cache_dir: Embedding cache root (default `default_cache_dir`).
+        use_cache: Whether to read and write the cache.
+        show_progress: Show a progress bar while encoding.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        batch_size: int = 64,
+        device: str | None = None,
+        cache_dir: str | Path | None = None,
+        use_cache: bool = True,
+        show_progress: bool = True,
+    ) -> None:
+        if batch_size <= 0:
+            raise ConfigError(f"batch_size must be positive (got {batch_size})")
+        self.model = model
+        self.batch_size = batch_size
+        self.device = device
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.use_cache = use_cache
+        self.show_progress = show_progress
+        self._model: Any = None
+        self._fingerprint: str | None = None
+        #: Inputs encoded by the model (not found in the cache) in the last `encode` call.
+        self.last_encoded = 0
+
+    def _load(self) -> Any:
+        if self._model is None:
+            self._model = load_sentence_model(self.model, self.device)
+        return self._model
+
+    def _encode_model(self, inputs: list[Any], *, progress: bool) -> NDArray[np.float32]:
+        out = self._load().encode(
+            inputs,
+            batch_size=self.batch_size,
+            show_progress_bar=progress,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+        )
+        return np.asarray(out, dtype=np.float32)
+
+
+class SentenceTextEncoder(SentenceModelEncoder):
     """Sentence-transformers text embeddings, batched, with an on-disk cache.
 
     Texts already in the cache (same model, same text) are not re-encoded, and the model is
@@ -348,19 +401,15 @@ class SentenceTextEncoder:
         use_cache: bool = True,
         show_progress: bool = True,
     ) -> None:
-        if batch_size <= 0:
-            raise ConfigError(f"batch_size must be positive (got {batch_size})")
-        self.model = model
-        self.batch_size = batch_size
-        self.device = device
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.use_cache = use_cache
-        self.show_progress = show_progress
-        self._model: Any = None
-        self._fingerprint: str | None = None
+        super().__init__(
+            model,
+            batch_size=batch_size,
+            device=device,
+            cache_dir=cache_dir,
+            use_cache=use_cache,
+            show_progress=show_progress,
+        )
         self._cache: EmbeddingCache | None = None
-        #: Texts encoded by the model (not found in the cache) in the last `encode` call.
-        self.last_encoded = 0
 
     @property
     def fingerprint(self) -> str:
@@ -368,11 +417,6 @@ class SentenceTextEncoder:
         if self._fingerprint is None:
             self._fingerprint = model_fingerprint("text", resolve_sentence_model(self.model))
         return self._fingerprint
-
-    def _load(self) -> Any:
-        if self._model is None:
-            self._model = load_sentence_model(self.model, self.device)
-        return self._model
 
     def _cache_store(self) -> EmbeddingCache | None:
         if not self.use_cache:
@@ -398,7 +442,7 @@ class SentenceTextEncoder:
         todo = np.flatnonzero(~found & has_text)
         self.last_encoded = int(todo.size)
         if todo.size:
-            new = self._encode_model([texts[i] for i in todo])
+            new = self._encode_model([texts[i] for i in todo], progress=self.show_progress)
             if vectors is None:
                 vectors = np.zeros((len(texts), new.shape[1]), dtype=np.float32)
             vectors[todo] = new
@@ -415,13 +459,3 @@ class SentenceTextEncoder:
             model.get_sentence_embedding_dimension
         )
         return int(getter())
-
-    def _encode_model(self, texts: list[str]) -> NDArray[np.float32]:
-        out = self._load().encode(
-            texts,
-            batch_size=self.batch_size,
-            show_progress_bar=self.show_progress,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-        )
-        return np.asarray(out, dtype=np.float32)
