@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -19,7 +20,7 @@ from hybridrec.serving.schemas import (
     Strategy,
     VisitorRequest,
 )
-from hybridrec.serving.strategies import Answer, answer
+from hybridrec.serving.strategies import Answer, ScoredItem, answer
 
 __all__ = ["router"]
 
@@ -53,6 +54,22 @@ def make_filters(
     return ItemFilter(allow=allow, deny=denied or None)
 
 
+def ranked_items(bundle: Bundle, items: Sequence[ScoredItem]) -> list[RecommendedItem]:
+    """Response items, ranked from 1, with titles from the bundle's catalog."""
+    catalog = catalog_of(bundle)
+    return [
+        RecommendedItem(
+            item_id=item.item_id,
+            title=catalog.title(item.item_id),
+            score=item.score,
+            rank=rank,
+            method=item.method,
+            reasons=list(item.reasons),
+        )
+        for rank, item in enumerate(items, start=1)
+    ]
+
+
 def to_response(
     bundle: Bundle,
     *,
@@ -66,7 +83,6 @@ def to_response(
     """Translate an `Answer` into the response body (titles from the catalog)."""
     if result.fallback:
         metrics.FALLBACKS.labels(strategy.value, result.method_used).inc()
-    catalog = catalog_of(bundle)
     return RecommendationResponse(
         user_id=user_id,
         strategy=strategy,
@@ -76,17 +92,7 @@ def to_response(
         model_version=bundle.version,
         k=k,
         history_items=history_items,
-        items=[
-            RecommendedItem(
-                item_id=item.item_id,
-                title=catalog.title(item.item_id),
-                score=item.score,
-                rank=rank,
-                method=item.method,
-                reasons=list(item.reasons),
-            )
-            for rank, item in enumerate(result.items, start=1)
-        ],
+        items=ranked_items(bundle, result.items),
         notes=notes + result.notes,
     )
 

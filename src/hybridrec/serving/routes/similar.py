@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
 from hybridrec.errors import UnknownIdError
-from hybridrec.serving.catalog import catalog_of
 from hybridrec.serving.deps import BundleDep
-from hybridrec.serving.schemas import MAX_K, RecommendedItem, SimilarMethod, SimilarResponse
+from hybridrec.serving.routes.recommend import ranked_items
+from hybridrec.serving.schemas import MAX_K, SimilarMethod, SimilarResponse
 from hybridrec.serving.strategies import similar
 
 __all__ = ["router"]
@@ -36,24 +36,13 @@ async def similar_item(
         result = similar(bundle, item_id, k, method)
     except UnknownIdError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-    catalog = catalog_of(bundle)
     return SimilarResponse(
         item_id=item_id,
         method=method,
         method_used=result.method_used,
         model_version=bundle.version,
         k=k,
-        items=[
-            RecommendedItem(
-                item_id=item.item_id,
-                title=catalog.title(item.item_id),
-                score=item.score,
-                rank=rank,
-                method=item.method,
-                reasons=list(item.reasons),
-            )
-            for rank, item in enumerate(result.items, start=1)
-        ],
+        items=ranked_items(bundle, result.items),
         notes=result.notes,
     )
 
