@@ -100,6 +100,18 @@ Float32Opt = Annotated[
     bool | None,
     typer.Option("--float32/--no-float32", help="Store float64 arrays as float32 (half size)."),
 ]
+ItemsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--items",
+        help="Item catalog (CSV/Parquet: item_id, title, categories...; the config's [data] "
+        "columns mapping applies) for content, hybrid and router; with --train.",
+    ),
+]
+UsersOpt = Annotated[
+    Path | None,
+    typer.Option("--users", help="User attributes (CSV/Parquet, user_id, ...); with --train."),
+]
 PromoteOpt = Annotated[
     bool, typer.Option("--promote/--no-promote", help="Make the new version current.")
 ]
@@ -131,6 +143,8 @@ def train(
         Path | None,
         typer.Option("--valid", help="Validation interactions for tuning and the report."),
     ] = None,
+    items_path: ItemsOpt = None,
+    users_path: UsersOpt = None,
     model_dir: ModelDirOpt = Path("models"),
     promote: PromoteOpt = True,
     evaluate: Annotated[
@@ -148,6 +162,8 @@ def train(
 
     if valid_path is not None and train_path is None:
         raise DataError("--valid needs --train")
+    if train_path is None and (items_path is not None or users_path is not None):
+        raise DataError("--items and --users need --train (the configured source has its own)")
     cfg = load_config(config)
     options = _bundle_options(cfg.bundle, compress, compress_level, float32)
     start = time.perf_counter()
@@ -157,6 +173,8 @@ def train(
         data_home=data_home,
         train_path=train_path,
         valid_path=valid_path,
+        items_path=items_path,
+        users_path=users_path,
         promote=promote,
         evaluate=evaluate,
         bundle_options=options,
@@ -192,6 +210,8 @@ def evaluate(
     test_path: Annotated[
         Path | None, typer.Option("--test", help="Held-out interactions (with --train).")
     ] = None,
+    items_path: ItemsOpt = None,
+    users_path: UsersOpt = None,
     output_format: Annotated[
         OutputFormat, typer.Option("--format", help="table or json.")
     ] = OutputFormat.table,
@@ -237,8 +257,12 @@ def evaluate(
     else:
         if (train_path is None) != (test_path is None):
             raise DataError("--train and --test go together")
+        if train_path is None and (items_path is not None or users_path is not None):
+            raise DataError("--items and --users go with --train and --test")
         cfg = load_config(config)
-        reports, prepared = _evaluate_config(cfg, train_path, test_path, data_home, progress)
+        reports, prepared = _evaluate_config(
+            cfg, train_path, test_path, data_home, progress, items_path, users_path
+        )
     total = time.perf_counter() - start
     if output_format is OutputFormat.json:
         sys.stdout.write(reports_to_json(reports) + "\n")
@@ -289,21 +313,32 @@ def _evaluate_config(
     test_path: Path | None,
     data_home: Path | None,
     progress: Console | None,
+    items_path: Path | None = None,
+    users_path: Path | None = None,
 ) -> tuple[list[Any], Any]:
     """Reports of the configured pipeline, and its prepared data.
 
     The prepared data is None with --train/--test; the cold-start tables reuse it otherwise.
     """
     from hybridrec.data.split import Split
-    from hybridrec.pipeline.train import evaluate_pipeline, prepare_data, split_data
+    from hybridrec.pipeline.train import (
+        evaluate_pipeline,
+        prepare_data,
+        report_preparation,
+        split_data,
+    )
 
     if train_path is not None and test_path is not None:
-        train_df = prepare_data(cfg.data, interactions=train_path).interactions
-        test_df = prepare_data(cfg.data, interactions=test_path).interactions
-        split = Split(train=train_df, test=test_df)
-        items, prepared = None, None
+        train = prepare_data(cfg.data, interactions=train_path, items=items_path, users=users_path)
+        report_preparation(train, progress)
+        test_df = prepare_data(
+            cfg.data, interactions=test_path, conversion=train.conversion, training=False
+        ).interactions
+        split = Split(train=train.interactions, test=test_df)
+        items, prepared = train.items, None
     else:
         prepared = prepare_data(cfg.data, data_home=data_home)
+        report_preparation(prepared, progress)
         split, items = split_data(prepared.interactions, cfg.split), prepared.items
     reports, _ = evaluate_pipeline(cfg, split, items=items, console=progress)
     return reports, prepared
@@ -315,12 +350,17 @@ def _evaluate_stored(
     """Score a stored version's models on a test file, preprocessed as at training."""
     from hybridrec.config import PipelineConfig, load_config
     from hybridrec.pipeline.artifacts import load_pipeline
-    from hybridrec.pipeline.train import evaluate_fitted, prepare_data
+    from hybridrec.pipeline.train import evaluate_fitted, prepare_data, stored_conversion
 
     bundle = load_pipeline(model_dir, version)
     stored = bundle.manifest.get("config")
     cfg = PipelineConfig.model_validate(stored) if stored else load_config(config)
-    test_df = prepare_data(cfg.data, interactions=test_path).interactions
+    test_df = prepare_data(
+        cfg.data,
+        interactions=test_path,
+        conversion=stored_conversion(bundle.manifest),
+        training=False,
+    ).interactions
     return cfg, evaluate_fitted(bundle.models(), test_df, cfg.evaluation)
 
 
@@ -547,7 +587,7 @@ def tune(
     from hybridrec.evaluation.evaluator import Evaluator
     from hybridrec.models.hybrid import Hybrid, tune_weights
     from hybridrec.pipeline.artifacts import load_pipeline
-    from hybridrec.pipeline.train import prepare_data
+    from hybridrec.pipeline.train import prepare_data, stored_conversion
 
     if not 0 < step <= 0.5:
         raise DataError(f"--step must be in (0, 0.5] (got {step})")
@@ -557,7 +597,12 @@ def tune(
         raise DataError(f"model {model!r} of version {bundle.version} is not a hybrid")
     stored = bundle.manifest.get("config")
     cfg = PipelineConfig.model_validate(stored) if stored else load_config(None)
-    valid = prepare_data(cfg.data, interactions=valid_path).interactions
+    valid = prepare_data(
+        cfg.data,
+        interactions=valid_path,
+        conversion=stored_conversion(bundle.manifest),
+        training=False,
+    ).interactions
     users, items, user_items = hybrid._fitted()
     evaluator = Evaluator(
         InteractionData(user_items.tocsr(), users, items), valid, ks=cfg.evaluation.k

@@ -22,6 +22,7 @@ __all__ = [
     "EvaluationConfig",
     "ModelSpec",
     "PipelineConfig",
+    "ResourcesConfig",
     "Settings",
     "SplitConfig",
     "load_config",
@@ -79,12 +80,16 @@ class DataConfig(_Strict):
     users: Path | None = None
     #: Canonical column → column in the files, e.g. ``{user_id = "customer"}``.
     columns: dict[str, str] = Field(default_factory=dict)
-    #: Explicit → implicit: threshold | confidence | binary | keep.
-    implicit: Literal["threshold", "confidence", "binary", "keep"] = "threshold"
-    #: Positive threshold for ``threshold`` (and optional floor for ``confidence``).
-    min_rating: float | None = 4.0
-    #: How repeated (user, item) rows combine: last | first | sum | max.
-    dedup: Literal["last", "first", "sum", "max"] = "last"
+    #: Explicit → implicit: auto | threshold | confidence | binary | keep. ``auto`` learns it
+    #: from the data (see `hybridrec.data.transform`): ratings -> a threshold on their own
+    #: scale, events -> binary (repeats: counts as confidence), weights -> confidence.
+    implicit: Literal["auto", "threshold", "confidence", "binary", "keep"] = "auto"
+    #: Positive threshold for ``threshold`` (a floor for ``confidence``); None: learned from
+    #: the rating scale (``auto``) or the dataset's own default (MovieLens: 4.0).
+    min_rating: float | None = None
+    #: How repeated (user, item) rows combine: auto | last | first | sum | max (``auto``:
+    #: ``last`` for ratings, ``sum``, i.e. counts, for events).
+    dedup: Literal["auto", "last", "first", "sum", "max"] = "auto"
     #: k-core: drop users with fewer interactions (repeated with the item rule until stable).
     min_user_interactions: int = Field(default=1, ge=1)
     #: k-core: drop items with fewer interactions.
@@ -127,6 +132,15 @@ class EvaluationConfig(_Strict):
         if self.hot_from <= self.cold_below:
             raise ValueError("hot_from must be greater than cold_below")
         return self
+
+
+class ResourcesConfig(_Strict):
+    """What one training run may use of this machine."""
+
+    #: Share of the memory available at the start of a run that one model may take.
+    memory_fraction: float = Field(default=0.6, gt=0, le=1)
+    #: A fixed budget in GiB instead (unset: the share above).
+    memory_limit_gb: float | None = Field(default=None, gt=0)
 
 
 class BundleConfig(_Strict):
@@ -179,6 +193,8 @@ class PipelineConfig(_Strict):
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     #: How the trained pipeline is stored.
     bundle: BundleConfig = Field(default_factory=BundleConfig)
+    #: The machine's limits a run keeps to.
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     #: After tuning, refit on train + valid before testing (else on train only).
     refit_on_valid: bool = True
 

@@ -84,11 +84,30 @@ def test_ease_scores_are_history_times_weights(tiny_matrix):
         np.testing.assert_allclose(recs.scores[u], np.sort(want[u])[::-1], rtol=1e-5, atol=1e-6)
 
 
-def test_ease_max_items(tiny_matrix):
+def test_ease_models_only_the_most_popular_items_beyond_max_items(tiny_matrix):
     data = InteractionData.from_frame(matrix_frame(tiny_matrix))
-    with pytest.raises(ConfigError, match="max_items"):
-        EASE(max_items=tiny_matrix.shape[1] - 1).fit(data)
-    EASE(max_items=tiny_matrix.shape[1]).fit(data)  # exactly at the limit is fine
+    n_items = tiny_matrix.shape[1]
+    keep = n_items - 2
+    model = EASE(max_items=keep, regularization=1.0, dtype="float64").fit(data)
+    assert model.modeled_items == keep
+    counts = np.diff(sp.csc_matrix(tiny_matrix).indptr)
+    # The modeled columns are the most popular ones (ties broken by column index).
+    order = np.lexsort((np.arange(n_items), -counts))
+    cols = np.sort(order[:keep])
+    assert sorted(data.items.index(cols + 100).tolist()) == model.columns_.tolist()
+    # On the modeled columns, the closed form over the sub-matrix; elsewhere no score.
+    sub = tiny_matrix[:, cols]
+    want = sub @ naive_ease(sub, 1.0)
+    recs = model.recommend(data.users.to_list(), k=n_items, exclude_seen=False)
+    for u in range(tiny_matrix.shape[0]):
+        ids, scores = recs.row(u)
+        assert len(ids) == keep
+        assert set(ids.tolist()) == set((cols + 100).tolist())
+        np.testing.assert_allclose(scores, np.sort(want[u])[::-1], rtol=1e-5, atol=1e-6)
+    unmodeled = np.setdiff1d(np.arange(n_items), cols) + 100
+    sims = model.similar_items(unmodeled[:1], k=3)
+    assert (sims.indices == -1).all()  # an item EASE does not model has no EASE neighbours
+    EASE(max_items=n_items).fit(data)  # exactly at the limit: the whole catalog
     with pytest.raises(ConfigError, match="max_items"):
         EASE(max_items=0)
 

@@ -46,6 +46,9 @@ _LICENSE_NO_REDIST = (
     "redistribution is not allowed (download it from GroupLens)"
 )
 
+# MovieLens ratings are 0.5-5 stars; the literature's implicit protocol takes >= 4 as positive.
+_ML_DATA: tuple[tuple[str, object], ...] = (("min_rating", 4.0),)
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -60,6 +63,8 @@ class DatasetInfo:
         directory: Folder the zip extracts to, inside the data home.
         files: Files that must exist in ``directory`` for the dataset to count as present.
         license: The usage terms in one line.
+        data_defaults: ``[data]`` settings this dataset is known to want, used where the
+            config leaves them to be learned (e.g. MovieLens: ratings >= 4 are positives).
     """
 
     name: str
@@ -69,6 +74,7 @@ class DatasetInfo:
     directory: str
     files: tuple[str, ...]
     license: str
+    data_defaults: tuple[tuple[str, object], ...] = ()
 
 
 # All three hashes come from tensorflow/datasets, tensorflow_datasets/url_checksums/movielens.txt
@@ -87,6 +93,7 @@ DATASETS: dict[str, DatasetInfo] = {
             directory="ml-latest-small",
             files=("ratings.csv", "movies.csv", "links.csv", "tags.csv"),
             license=_LICENSE_REDIST,
+            data_defaults=_ML_DATA,
         ),
         DatasetInfo(
             name="movielens-100k",
@@ -96,6 +103,7 @@ DATASETS: dict[str, DatasetInfo] = {
             directory="ml-100k",
             files=("u.data", "u.item", "u.user"),
             license=_LICENSE_NO_REDIST,
+            data_defaults=_ML_DATA,
         ),
         DatasetInfo(
             name="movielens-1m",
@@ -106,6 +114,7 @@ DATASETS: dict[str, DatasetInfo] = {
             directory="ml-1m",
             files=("ratings.dat", "movies.dat", "users.dat"),
             license=_LICENSE_NO_REDIST,
+            data_defaults=_ML_DATA,
         ),
     )
 }

@@ -1,16 +1,160 @@
-"""Turning raw interactions into training data: explicit→implicit, duplicates, k-core."""
+"""Turning raw interactions into training data: explicit→implicit, duplicates, k-core.
+
+``implicit = "auto"`` (the default) learns the conversion from the data itself
+(`resolve_conversion`):
+
+- explicit ratings (a ``rating`` column): a threshold on the data's own scale, the top fifth
+  of it: ``min_rating = 0.8 × top``, where ``top`` is the largest rating rounded up to 5, 10
+  or 100 (≥ 4 of 5, ≥ 8 of 10, ≥ 80 of 100; any other scale: 0.8 × its largest rating). A
+  user none of whose ratings reaches the threshold keeps the ratings at or above their own
+  mean instead, so no rater vanishes from training (training data only: held-out files use
+  the plain threshold, as an evaluation must);
+- no rating or weight column (check-ins, clicks, purchases): binary, and repeated
+  (user, item) events become counts used as confidence;
+- a weight column that is not a rating (quantities, durations): the weights as confidence,
+  rows with weight ≤ 0 dropped, repeated events summed.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Literal
 
 import polars as pl
 
 from hybridrec.errors import ConfigError, DataError
 
-__all__ = ["deduplicate", "kcore_filter", "to_implicit"]
+__all__ = [
+    "Conversion",
+    "apply_conversion",
+    "deduplicate",
+    "kcore_filter",
+    "resolve_conversion",
+    "to_implicit",
+]
 
 ImplicitMode = Literal["threshold", "confidence", "binary", "keep"]
+DedupMode = Literal["last", "first", "sum", "max"]
+# Rating scales a largest rating is rounded up to, and the share of the scale that is positive.
+_SCALES = (5.0, 10.0, 100.0)
+_POSITIVE_SHARE = 0.8
+# Dropping more users than this share is worth a warning: they get no personal answers.
+WARN_DROPPED_USERS = 0.2
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """How raw interactions become implicit feedback, resolved for one dataset.
+
+    Attributes:
+        mode: The implicit mode applied.
+        min_rating: The positive threshold (``threshold``), or a floor (``confidence``).
+        dedup: How repeated (user, item) rows combine.
+        rescue_by_user_mean: Users with no rating at the threshold keep those at or above
+            their own mean (training data only).
+        why: One line saying what was detected in the data.
+    """
+
+    mode: ImplicitMode
+    min_rating: float | None
+    dedup: DedupMode
+    rescue_by_user_mean: bool = False
+    why: str = ""
+
+    def describe(self) -> str:
+        """What the conversion does, in words."""
+        if self.mode == "threshold":
+            what = f"ratings >= {self.min_rating:g} are positives"
+        elif self.mode == "confidence":
+            floor = f" (>= {self.min_rating:g})" if self.min_rating is not None else ""
+            what = f"weights{floor} kept as confidence"
+        elif self.mode == "binary":
+            what = "every interaction is a positive"
+        else:
+            what = "weights kept as they are"
+        return f"{what}, repeated rows: {self.dedup}" + (f" ({self.why})" if self.why else "")
+
+
+def _rating_threshold(top: float) -> float:
+    scale = next((s for s in _SCALES if top <= s), top)
+    return _POSITIVE_SHARE * scale
+
+
+def resolve_conversion(
+    df: pl.DataFrame,
+    *,
+    implicit: Literal["auto", "threshold", "confidence", "binary", "keep"],
+    min_rating: float | None,
+    dedup: Literal["auto", "last", "first", "sum", "max"],
+) -> Conversion:
+    """The conversion the data config asks for, with ``auto`` choices made from ``df``.
+
+    Args:
+        df: Canonical interactions (training data: the rule is learned here and then applied
+            unchanged to validation and test files).
+        implicit: The configured mode; ``auto`` decides from the data (module docstring).
+        min_rating: A configured threshold (None: learned from the rating scale).
+        dedup: The configured rule for repeated rows; ``auto``: ``last`` for ratings,
+            ``sum`` (counts) for events.
+    """
+    explicit = bool((df["event_type"] == "rating").all()) if df.height else False
+    repeated = df.select(pl.struct("user_id", "item_id").is_duplicated().any()).item()
+    if implicit != "auto":
+        chosen_dedup: DedupMode = ("last" if explicit else "sum") if dedup == "auto" else dedup
+        return Conversion(implicit, min_rating, chosen_dedup)
+    if explicit:
+        top = float(df["weight"].max())  # type: ignore[arg-type]
+        threshold = min_rating if min_rating is not None else _rating_threshold(top)
+        return Conversion(
+            "threshold",
+            threshold,
+            "last" if dedup == "auto" else dedup,
+            rescue_by_user_mean=min_rating is None,
+            why=f"explicit ratings up to {top:g}",
+        )
+    weights = df["weight"]
+    ones = bool((weights == 1.0).all())
+    chosen = "sum" if dedup == "auto" else dedup
+    if ones and not repeated:
+        return Conversion("binary", None, chosen, why="no rating or weight column")
+    if ones:
+        return Conversion("confidence", None, chosen, why="repeated events counted as confidence")
+    return Conversion(
+        "confidence",
+        min_rating if min_rating is not None else math.nextafter(0.0, 1.0),
+        chosen,
+        why="weights used as confidence",
+    )
+
+
+def apply_conversion(
+    df: pl.DataFrame, conversion: Conversion, *, training: bool = True
+) -> pl.DataFrame:
+    """Apply a resolved `Conversion`: implicit weights, then duplicates combined.
+
+    Args:
+        df: Canonical interactions.
+        conversion: From `resolve_conversion`.
+        training: Rescue users by their own mean when the conversion says so (held-out data
+            is converted by the plain rule).
+
+    Raises:
+        DataError: No rows are left.
+    """
+    out = df
+    if conversion.rescue_by_user_mean and training and conversion.min_rating is not None:
+        best = pl.col("weight").max().over("user_id")
+        mean = pl.col("weight").mean().over("user_id")
+        keep = (pl.col("weight") >= conversion.min_rating) | (
+            (best < conversion.min_rating) & (pl.col("weight") >= mean)
+        )
+        out = out.filter(keep).with_columns(pl.lit(1.0).alias("weight"))
+        if out.height == 0:
+            raise DataError("no interactions left after implicit conversion")
+    else:
+        out = to_implicit(out, mode=conversion.mode, min_rating=conversion.min_rating)
+    return deduplicate(out, conversion.dedup)
 
 
 def to_implicit(
@@ -41,7 +185,11 @@ def to_implicit(
     elif mode != "confidence":
         raise ConfigError(f"unknown implicit mode {mode!r}; valid: threshold, confidence, binary")
     if out.height == 0:
-        raise DataError(f"no interactions left after implicit conversion (min_rating={min_rating})")
+        raise DataError(
+            f"no interactions left after implicit conversion (implicit={mode!r}, "
+            f'min_rating={min_rating}); set [data] implicit = "auto" or "binary", or '
+            "lower min_rating"
+        )
     return out
 
 

@@ -15,6 +15,7 @@ from hybridrec.data.dataset import InteractionData
 from hybridrec.data.matrix import Weighter, Weighting
 from hybridrec.errors import ConfigError
 from hybridrec.models.base import ModelConfig, Recommender
+from hybridrec.models.footprint import DENSE_FLOPS, DataShape, Footprint
 from hybridrec.models.registry import register
 
 __all__ = ["ALS", "ALSConfig", "cuda_available"]
@@ -72,6 +73,18 @@ class ALS(Recommender):
     Config = ALSConfig
     represents_users = True
     config: ALSConfig
+
+    @classmethod
+    def footprint(cls, config: ModelConfig, shape: DataShape) -> Footprint:
+        """Factors (users and items, with implicit's working copies) and the matrix twice."""
+        assert isinstance(config, ALSConfig)
+        f = config.factors
+        rows = shape.users + shape.items
+        work = shape.nnz * f * 6 + rows * f * f * 2
+        return Footprint(
+            bytes=rows * f * 4 * 3 + shape.nnz * 12 * 3,
+            seconds=config.iterations * work / DENSE_FLOPS * 4,
+        )
 
     def _make_weighter(self) -> Weighter:
         c = self.config

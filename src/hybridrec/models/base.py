@@ -50,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from hybridrec.data.dataset import InteractionData
 from hybridrec.data.vocab import Vocab
 from hybridrec.errors import ConfigError, DataError, HybridrecError, NotFittedError, UnknownIdError
+from hybridrec.models.footprint import SPARSE_OPS, DataShape, Footprint
 
 __all__ = [
     "History",
@@ -365,6 +366,17 @@ class Recommender(ABC):
             scores[np.arange(scores.shape[0]), idx[sl]] = -np.inf
             out_idx[sl], out_val[sl] = topk_rows(scores, k)
         return Recommendations(ids, out_idx, out_val, items)
+
+    # ---- cost -------------------------------------------------------------------------------
+
+    @classmethod
+    def footprint(cls, config: ModelConfig, shape: DataShape) -> Footprint:
+        """Estimated peak memory and time of fitting on data of ``shape``.
+
+        The default counts the training matrix and a few working copies of it; models whose
+        state grows otherwise (factors, item × item matrices) override it.
+        """
+        return Footprint(bytes=shape.nnz * 12 * 4, seconds=shape.nnz / SPARSE_OPS)
 
     # ---- persistence ----------------------------------------------------------------------
 

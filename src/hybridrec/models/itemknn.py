@@ -12,6 +12,7 @@ from pydantic import Field
 
 from hybridrec.data.dataset import InteractionData
 from hybridrec.models.base import ModelConfig, Recommender, sparse_times_dense
+from hybridrec.models.footprint import SPARSE_OPS, DataShape, Footprint
 from hybridrec.models.registry import register
 
 __all__ = ["ItemKNN", "ItemKNNConfig"]
@@ -40,6 +41,16 @@ class ItemKNN(Recommender):
     name = "itemknn"
     Config = ItemKNNConfig
     config: ItemKNNConfig
+
+    @classmethod
+    def footprint(cls, config: ModelConfig, shape: DataShape) -> Footprint:
+        """The item × item co-occurrence product (about nnz × mean history pairs)."""
+        assert isinstance(config, ItemKNNConfig)
+        pairs = min(float(shape.items) ** 2, shape.nnz * shape.mean_history)
+        return Footprint(
+            bytes=pairs * 12 * 2 + shape.items * config.neighbors * 12 + shape.nnz * 24,
+            seconds=pairs / SPARSE_OPS,
+        )
 
     def _fit(self, data: InteractionData) -> None:
         from implicit.nearest_neighbours import (

@@ -13,14 +13,15 @@ import math
 import platform
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hybridrec import __version__
@@ -36,12 +37,20 @@ from hybridrec.config import (
     SplitConfig,
 )
 from hybridrec.data.dataset import InteractionData
-from hybridrec.data.loaders import RawData, load_dataset, load_files, load_interactions
+from hybridrec.data.datasets import DATASETS
+from hybridrec.data.loaders import RawData, load_dataset, load_files
 from hybridrec.data.split import Split, global_temporal_split, random_split, temporal_split
-from hybridrec.data.transform import deduplicate, kcore_filter, to_implicit
+from hybridrec.data.transform import (
+    WARN_DROPPED_USERS,
+    Conversion,
+    apply_conversion,
+    kcore_filter,
+    resolve_conversion,
+)
 from hybridrec.errors import ConfigError
 from hybridrec.evaluation.evaluator import Evaluator, ModelReport
 from hybridrec.models.base import Recommender
+from hybridrec.models.footprint import DataShape, human_bytes, memory_budget
 from hybridrec.models.hybrid import ComposedRecommender, Hybrid, tune_weights
 from hybridrec.models.registry import create_model, get_model_class
 
@@ -49,6 +58,7 @@ __all__ = [
     "PreparedData",
     "TrainResult",
     "bundle_options_from",
+    "data_shape",
     "evaluate_fitted",
     "evaluate_pipeline",
     "fingerprint",
@@ -57,7 +67,9 @@ __all__ = [
     "precompute_top_n",
     "prepare_data",
     "preprocess",
+    "report_preparation",
     "split_data",
+    "stored_conversion",
     "train_pipeline",
     "tune_model",
 ]
@@ -67,12 +79,36 @@ BASELINE = "popularity"
 
 @dataclass(frozen=True)
 class PreparedData:
-    """Implicit interactions ready for splitting, with the catalog and user table."""
+    """Implicit interactions ready for splitting, with the catalog and user table.
+
+    Attributes:
+        conversion: The explicit → implicit rule applied (learned from this data when the
+            config says ``auto``); held-out files are converted with the same rule.
+        dropped: What preprocessing removed: ``rows``/``users`` before and after.
+    """
 
     name: str
     interactions: pl.DataFrame
     items: pl.DataFrame | None = None
     users: pl.DataFrame | None = None
+    conversion: Conversion | None = None
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line: the conversion and how many rows and users it kept."""
+        d = self.dropped
+        what = self.conversion.describe() if self.conversion else "as configured"
+        if not d:
+            return f"data: {what}"
+        return (
+            f"data: {what}; kept {d['rows_out']:,} of {d['rows_in']:,} rows and "
+            f"{d['users_out']:,} of {d['users_in']:,} users"
+        )
+
+    def dropped_user_share(self) -> float:
+        """Share of the input's users that preprocessing removed."""
+        d = self.dropped
+        return 1.0 - d["users_out"] / d["users_in"] if d.get("users_in") else 0.0
 
 
 @dataclass
@@ -86,19 +122,56 @@ class TrainResult:
     default_model: str = ""
 
 
-def preprocess(df: pl.DataFrame, cfg: DataConfig) -> pl.DataFrame:
-    """Explicit → implicit, deduplicate, then k-core filter, as the data config says."""
-    df = to_implicit(df, mode=cfg.implicit, min_rating=cfg.min_rating)
-    df = deduplicate(df, cfg.dedup)
-    if cfg.min_user_interactions > 1 or cfg.min_item_interactions > 1:
-        df = kcore_filter(
-            df, min_user=cfg.min_user_interactions, min_item=cfg.min_item_interactions
+def preprocess(
+    df: pl.DataFrame,
+    cfg: DataConfig,
+    *,
+    conversion: Conversion | None = None,
+    training: bool = True,
+    defaults: Mapping[str, Any] | None = None,
+) -> tuple[pl.DataFrame, Conversion]:
+    """Explicit → implicit, deduplicate, then k-core filter, as the data config says.
+
+    Args:
+        df: Canonical interactions.
+        cfg: The data config.
+        conversion: A rule already learned (on the training data); None: learn it here.
+        training: Training data (users may be kept by their own mean; k-core applies).
+        defaults: The dataset's own ``[data]`` defaults for what the config leaves unset.
+
+    Returns:
+        The implicit interactions and the conversion applied.
+    """
+    if conversion is None:
+        min_rating = cfg.min_rating
+        if min_rating is None and defaults:
+            min_rating = defaults.get("min_rating")
+        conversion = resolve_conversion(
+            df, implicit=cfg.implicit, min_rating=min_rating, dedup=cfg.dedup
         )
-    return df
+    out = apply_conversion(df, conversion, training=training)
+    if training and (cfg.min_user_interactions > 1 or cfg.min_item_interactions > 1):
+        out = kcore_filter(
+            out, min_user=cfg.min_user_interactions, min_item=cfg.min_item_interactions
+        )
+    return out, conversion
 
 
-def load_raw(cfg: DataConfig, *, data_home: str | Path | None = None) -> RawData:
-    """Load the configured source: a registered dataset or files."""
+def load_raw(
+    cfg: DataConfig,
+    *,
+    data_home: str | Path | None = None,
+    interactions: str | Path | None = None,
+    items: str | Path | None = None,
+    users: str | Path | None = None,
+) -> RawData:
+    """Load the configured source, or the given files (which replace the config's)."""
+    if interactions is not None:
+        return load_files(
+            interactions, items, users, columns=cfg.columns or None, name=Path(interactions).name
+        )
+    if items is not None or users is not None:
+        raise ConfigError("--items and --users need --train (the interactions they go with)")
     if cfg.source == "files":
         assert cfg.interactions is not None  # checked when the config was loaded
         return load_files(cfg.interactions, cfg.items, cfg.users, columns=cfg.columns or None)
@@ -110,14 +183,56 @@ def prepare_data(
     *,
     data_home: str | Path | None = None,
     interactions: str | Path | None = None,
+    items: str | Path | None = None,
+    users: str | Path | None = None,
+    conversion: Conversion | None = None,
+    training: bool = True,
 ) -> PreparedData:
-    """Load and preprocess; ``interactions`` (a file) overrides the configured source."""
-    if interactions is not None:
-        df = load_interactions(interactions, cfg.columns or None)
-        raw = RawData(name=Path(interactions).name, interactions=df, items=None, users=None)
-    else:
-        raw = load_raw(cfg, data_home=data_home)
-    return PreparedData(raw.name, preprocess(raw.interactions, cfg), raw.items, raw.users)
+    """Load and preprocess; ``interactions`` (a file) overrides the configured source.
+
+    Args:
+        cfg: The data config.
+        data_home: Where registered datasets live.
+        interactions: An interactions file replacing the configured source.
+        items: An item catalog file (with ``interactions``).
+        users: A user attributes file (with ``interactions``).
+        conversion: The rule learned on the training data, for held-out files.
+        training: False for held-out files (no rescue by user mean, no k-core).
+    """
+    raw = load_raw(cfg, data_home=data_home, interactions=interactions, items=items, users=users)
+    defaults = None
+    if interactions is None and cfg.source in DATASETS:
+        defaults = dict(DATASETS[cfg.source].data_defaults)
+    df, used = preprocess(
+        raw.interactions, cfg, conversion=conversion, training=training, defaults=defaults
+    )
+    dropped = {
+        "rows_in": raw.interactions.height,
+        "rows_out": df.height,
+        "users_in": raw.interactions["user_id"].n_unique(),
+        "users_out": df["user_id"].n_unique(),
+    }
+    return PreparedData(raw.name, df, raw.items, raw.users, used, dropped)
+
+
+def stored_conversion(manifest: Mapping[str, Any]) -> Conversion | None:
+    """The conversion a stored version was trained with (None for older versions)."""
+    raw = (manifest.get("data") or {}).get("conversion")
+    return Conversion(**raw) if raw else None
+
+
+def report_preparation(prepared: PreparedData, console: Console | None) -> None:
+    """Print what preprocessing did, and warn when it dropped many users."""
+    if console is None:
+        return
+    console.print(escape(prepared.summary()), highlight=False)
+    share = prepared.dropped_user_share()
+    if share > WARN_DROPPED_USERS:
+        console.print(
+            f"[yellow]warning: {share:.0%} of the users have no interaction left after "
+            "implicit conversion; they get non-personalized answers (set [data] implicit = "
+            '"binary" or lower min_rating to keep them)[/yellow]'
+        )
 
 
 def split_data(df: pl.DataFrame, cfg: SplitConfig) -> Split:
@@ -243,7 +358,7 @@ def evaluate_pipeline(
     Returns:
         The test reports (config order, popularity first when added) and the chosen params.
     """
-    specs = runnable_models(cfg, items, console)
+    specs = runnable_models(cfg, items, console, data_shape(split.train_valid(), items))
     names = list(specs)
     if not any(spec.model == BASELINE for spec in specs.values()):
         names.insert(0, BASELINE)
@@ -304,8 +419,11 @@ def evaluate_pipeline(
                 )
                 params = params | {"components": best}
             if spec and spec.tune_routes and valid_eval is not None:
+                hybrids = [n for n in fitted if (s := specs.get(n)) and s.model == "hybrid"]
                 params = params | _best_routes(
-                    {n: valid_eval.evaluate(train_model(n), n) for n in fitted}, ev.target
+                    {n: valid_eval.evaluate(train_model(n), n) for n in fitted},
+                    ev.target,
+                    fallback=hybrids[0] if hybrids else None,
                 )
             model, seconds = fit_model(model_name, params, fit_data, fitted)
             reports[name] = test_eval.evaluate(model, name, fit_seconds=seconds)
@@ -315,50 +433,101 @@ def evaluate_pipeline(
     return [reports[n] for n in names], {n: chosen[n] for n in names}
 
 
-def _best_routes(valid: dict[str, ModelReport], target: str) -> dict[str, str]:
-    """Per segment, the model with the best ``target`` on the validation split."""
+#: A router picks a segment's model on validation only from at least this many users of it.
+MIN_ROUTE_USERS = 50
+
+
+def _best_routes(
+    valid: dict[str, ModelReport], target: str, fallback: str | None = None
+) -> dict[str, str]:
+    """Per segment, the model with the best ``target`` on the validation split.
+
+    A segment with fewer than `MIN_ROUTE_USERS` validation users says too little to choose
+    by: it gets ``fallback`` (the pipeline's hybrid, a personalized model), or keeps its
+    configured route when there is none.
+    """
     routes: dict[str, str] = {}
     for segment in ("cold", "warm", "hot"):
         scored = {
             name: r.segments.get(segment, {}).get(target, float("nan"))
             for name, r in valid.items()
-            if r.segments.get(segment, {}).get("users", 0)
+            if r.segments.get(segment, {}).get("users", 0) >= MIN_ROUTE_USERS
         }
         scored = {n: v for n, v in scored.items() if not math.isnan(v)}
         if scored:
             routes[segment] = max(scored, key=lambda n: scored[n])
+        elif fallback is not None:
+            routes[segment] = fallback
     return routes
 
 
 def runnable_models(
-    cfg: PipelineConfig, items: pl.DataFrame | None, console: Console | None = None
+    cfg: PipelineConfig,
+    items: pl.DataFrame | None,
+    console: Console | None = None,
+    shape: DataShape | None = None,
 ) -> dict[str, ModelSpec]:
-    """The enabled models, less those that cannot run on this data.
+    """The enabled models, less those that cannot run on this data or this machine.
 
-    Models that need an item catalog are left out when there is none, and so are hybrids
-    built on them; each one left out is reported on ``console``.
+    Models that need an item catalog are left out when there is none; with ``shape``, so
+    is every model whose estimated peak memory exceeds the budget (``[resources]``); and
+    so are hybrids built on a model left out. Each one left out is reported on ``console``
+    with the reason and what setting would change it, before anything is fit.
     """
     specs = dict(cfg.enabled_models())
-    dropped: list[str] = []
+    reasons: dict[str, str] = {}
     if items is None:
         for name, spec in list(specs.items()):
             if get_model_class(spec.model).needs_catalog:
-                dropped.append(name)
+                reasons[name] = "no item catalog in this data (give one with --items)"
+                del specs[name]
+    if shape is not None:
+        budget = memory_budget(cfg.resources.memory_fraction, cfg.resources.memory_limit_gb)
+        for name, spec in list(specs.items()):
+            klass = get_model_class(spec.model)
+            if issubclass(klass, ComposedRecommender):
+                continue
+            cost = klass.footprint(klass.Config(**spec.params), shape)
+            if cost.bytes > budget:
+                reasons[name] = (
+                    f"needs {cost.describe()} for {shape.users:,} users x {shape.items:,} "
+                    f"items, over the memory budget of {human_bytes(budget)}"
+                    f"{_fit_hint(spec.model, shape, budget)}"
+                )
                 del specs[name]
     changed = True
     while changed:
         changed = False
         for name, spec in list(specs.items()):
-            needs = _components(spec.model, dict(spec.params))
-            if any(d in dropped for d in needs):
-                dropped.append(name)
+            needs = [d for d in _components(spec.model, dict(spec.params)) if d in reasons]
+            if needs:
+                reasons[name] = f"built on {', '.join(needs)}"
                 del specs[name]
                 changed = True
-    if dropped and console is not None:
-        console.print(
-            f"[yellow]skipped {', '.join(dropped)}: no item catalog in this data[/yellow]"
-        )
+    if reasons and console is not None:
+        for name, why in reasons.items():
+            console.print(f"[yellow]skipped {name}: {escape(why)}[/yellow]", highlight=False)
     return specs
+
+
+def _fit_hint(model: str, shape: DataShape, budget: int) -> str:
+    """What setting would make ``model`` fit ``budget``."""
+    if model == "ease":
+        fits = int(math.sqrt(max(budget - shape.nnz * 24, 0) / (3 * 4)))
+        return f"; set [models.ease] max_items = {max(fits, 1)} or raise [resources]"
+    return "; raise [resources] memory_fraction or memory_limit_gb, or disable the model"
+
+
+def data_shape(df: pl.DataFrame, items: pl.DataFrame | None) -> DataShape:
+    """The sizes model costs depend on, from an interactions table and the catalog."""
+    pairs = df.select(pl.struct("user_id", "item_id").n_unique()).item()
+    n_items = df["item_id"].n_unique()
+    return DataShape(
+        users=df["user_id"].n_unique(),
+        items=n_items,
+        nnz=int(pairs),
+        catalog=max(n_items, items.height if items is not None else 0),
+    )
 
 
 def _components(kind: str, params: dict[str, Any]) -> list[str]:
@@ -432,6 +601,8 @@ def train_pipeline(
     data_home: str | Path | None = None,
     train_path: str | Path | None = None,
     valid_path: str | Path | None = None,
+    items_path: str | Path | None = None,
+    users_path: str | Path | None = None,
     promote: bool = True,
     evaluate: bool = True,
     bundle_options: BundleOptions | None = None,
@@ -442,36 +613,49 @@ def train_pipeline(
     With the configured data source: split, tune on valid, evaluate on test (the report
     stored in the manifest), then fit the final models on *all* the data. With
     ``train_path`` (and optionally ``valid_path``): tune and evaluate on the valid file,
-    then fit on train + valid.
+    then fit on train + valid. ``items_path`` / ``users_path`` give the catalog and user
+    attributes that go with ``train_path`` (content, hybrid and router need the catalog).
 
     A failure anywhere leaves the store as it was: the new version is written aside and
     ``current`` moves only when it is complete.
     """
     reports: list[ModelReport] = []
+    prepared = prepare_data(
+        cfg.data,
+        data_home=data_home,
+        interactions=train_path,
+        items=items_path,
+        users=users_path,
+    )
+    report_preparation(prepared, console)
+    items = prepared.items
+    final_df = prepared.interactions
+    chosen = {name: dict(spec.params) for name, spec in cfg.enabled_models().items()}
     if train_path is not None:
-        prepared = prepare_data(cfg.data, data_home=data_home, interactions=train_path)
-        items = None
-        final_df = prepared.interactions
-        chosen = {name: dict(spec.params) for name, spec in cfg.enabled_models().items()}
         if valid_path is not None:
-            valid = prepare_data(cfg.data, interactions=valid_path).interactions
+            valid = prepare_data(
+                cfg.data,
+                interactions=valid_path,
+                conversion=prepared.conversion,
+                training=False,
+            ).interactions
             split = Split(train=prepared.interactions, test=valid, valid=valid)
             if evaluate:
                 reports, chosen = evaluate_pipeline(
-                    cfg.model_copy(update={"refit_on_valid": False}), split, console=console
+                    cfg.model_copy(update={"refit_on_valid": False}),
+                    split,
+                    items=items,
+                    console=console,
                 )
             final_df = pl.concat([prepared.interactions, valid])
-    else:
-        prepared = prepare_data(cfg.data, data_home=data_home)
-        items = prepared.items
-        final_df = prepared.interactions
-        chosen = {name: dict(spec.params) for name, spec in cfg.enabled_models().items()}
-        if evaluate:
-            split = split_data(prepared.interactions, cfg.split)
-            reports, chosen = evaluate_pipeline(cfg, split, items=items, console=console)
+    elif evaluate:
+        split = split_data(prepared.interactions, cfg.split)
+        reports, chosen = evaluate_pipeline(cfg, split, items=items, console=console)
 
     target = cfg.evaluation.target
-    runnable = runnable_models(cfg, items, console if not reports else None)
+    runnable = runnable_models(
+        cfg, items, console if not reports else None, data_shape(final_df, items)
+    )
     names = [n for n in chosen if n in runnable] or [n for n in runnable] or list(chosen)
     scored = {r.name: r.metrics.get(target, float("-inf")) for r in reports}
     if scored:
@@ -513,7 +697,11 @@ def train_pipeline(
             "config_hash": hashlib.sha256(
                 json.dumps(config, sort_keys=True).encode("utf-8")
             ).hexdigest(),
-            "data": {"source": prepared.name, **fingerprint(final_df)},
+            "data": {
+                "source": prepared.name,
+                **fingerprint(final_df),
+                "conversion": asdict(prepared.conversion) if prepared.conversion else None,
+            },
             "default_model": default_model,
             "metrics": {r.name: r.to_dict() for r in reports},
             "evaluation": {"target": target, "split": cfg.split.model_dump(mode="json")},
