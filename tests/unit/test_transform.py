@@ -165,3 +165,74 @@ def test_kcore_user_only():
 def test_kcore_nothing_left_is_data_error(chain):
     with pytest.raises(DataError, match=r"min_user=5, min_item=5"):
         kcore_filter(chain, min_user=5, min_item=5)
+
+
+# --- auto conversion --------------------------------------------------------------------------
+
+
+def _resolve(df, **kw):
+    from hybridrec.data.transform import resolve_conversion
+
+    args = {"implicit": "auto", "min_rating": None, "dedup": "auto"} | kw
+    return resolve_conversion(df, **args)
+
+
+@pytest.mark.parametrize(
+    ("top", "threshold"), [(5.0, 4.0), (4.5, 4.0), (10.0, 8.0), (7.0, 8.0), (100.0, 80.0)]
+)
+def test_auto_thresholds_ratings_on_their_own_scale(top, threshold):
+    df = frame([1, 1, 2, 2], [10, 20, 10, 30], weights=[top, top / 2, 1, top])
+    conv = _resolve(df)
+    assert conv.mode == "threshold"
+    assert conv.min_rating == pytest.approx(threshold)
+    assert conv.dedup == "last"
+
+
+def test_auto_rescues_users_without_a_high_rating_by_their_own_mean():
+    from hybridrec.data.transform import apply_conversion
+
+    # User 3 never rates >= 4: they keep the items at or above their own mean (2.0).
+    df = frame([1, 1, 3, 3, 3], [10, 20, 10, 20, 30], weights=[5, 2, 1, 3, 2])
+    conv = _resolve(df)
+    out = apply_conversion(df, conv)
+    assert sorted(out.select("user_id", "item_id").rows()) == [(1, 10), (3, 20), (3, 30)]
+    assert set(out["weight"].to_list()) == {1.0}
+    # Held-out data gets the plain threshold: no rescue.
+    held = apply_conversion(df, conv, training=False)
+    assert held.select("user_id", "item_id").rows() == [(1, 10)]
+
+
+def test_auto_on_events_without_weights_is_binary_and_repeats_become_counts():
+    from hybridrec.data.transform import apply_conversion
+
+    events = ["interaction"] * 3
+    once = frame([1, 2, 2], [10, 10, 20], events=events)
+    conv = _resolve(once)
+    assert conv.mode == "binary"
+    repeated = frame([1, 1, 2], [10, 10, 20], events=events, timestamps=[1, 2, 3])
+    conv = _resolve(repeated)
+    assert (conv.mode, conv.dedup) == ("confidence", "sum")
+    out = apply_conversion(repeated, conv).sort("user_id")
+    assert out.select("user_id", "item_id", "weight").rows() == [(1, 10, 2.0), (2, 20, 1.0)]
+
+
+def test_auto_on_a_weight_column_keeps_positive_weights_as_confidence():
+    from hybridrec.data.transform import apply_conversion
+
+    df = frame([1, 1, 2], [10, 20, 10], weights=[3, 0, 2.5], events=["purchase"] * 3)
+    conv = _resolve(df)
+    assert conv.mode == "confidence"
+    out = apply_conversion(df, conv)
+    assert sorted(out.select("item_id", "weight").rows()) == [(10, 2.5), (10, 3.0)]
+
+
+def test_explicit_modes_are_kept_and_a_configured_threshold_wins():
+    df = frame([1, 2], [10, 20], weights=[5, 3])
+    assert _resolve(df, min_rating=3.0).min_rating == 3.0
+    assert not _resolve(df, min_rating=3.0).rescue_by_user_mean
+    assert _resolve(df, implicit="binary").mode == "binary"
+
+
+def test_threshold_dropping_everything_names_the_setting(ratings):
+    with pytest.raises(DataError, match="implicit"):
+        to_implicit(ratings, mode="threshold", min_rating=6.0)

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-__all__ = ["planted_clusters", "random_matrix"]
+__all__ = ["planted_clusters", "random_catalog", "random_interactions", "random_matrix"]
 
 
 def planted_clusters(
@@ -91,3 +91,81 @@ def random_matrix(
     )
     m.sort_indices()
     return m
+
+
+_WORDS = (
+    "red",
+    "blue",
+    "green",
+    "amber",
+    "quiet",
+    "loud",
+    "small",
+    "grand",
+    "night",
+    "morning",
+    "river",
+    "stone",
+    "glass",
+    "paper",
+    "silver",
+    "golden",
+    "wild",
+    "gentle",
+    "rapid",
+    "hidden",
+    "open",
+    "secret",
+    "bright",
+    "dark",
+    "northern",
+    "southern",
+)
+
+
+def random_catalog(n_items: int, *, n_categories: int = 40, seed: int = 0) -> pl.DataFrame:
+    """An item catalog with ids ``0..n_items-1``: a title of three words and 1-3 categories.
+
+    Items of the same category share title words more often, so content models find
+    structure to learn from.
+    """
+    rng = np.random.default_rng(seed)
+    words = np.asarray(_WORDS)
+    cats = rng.integers(0, n_categories, size=(n_items, 3))
+    n_cats = rng.integers(1, 4, size=n_items)
+    first = words[cats[:, 0] % words.size]
+    rest = words[rng.integers(0, words.size, size=(n_items, 2))]
+    titles = [f"{a} {b} {c} {i}" for i, (a, (b, c)) in enumerate(zip(first, rest, strict=True))]
+    categories = [
+        [f"category {c}" for c in dict.fromkeys(row[:n].tolist())]
+        for row, n in zip(cats, n_cats, strict=True)
+    ]
+    return pl.DataFrame(
+        {"item_id": np.arange(n_items, dtype=np.int64), "title": titles, "categories": categories}
+    )
+
+
+def random_interactions(
+    n_users: int,
+    n_items: int,
+    nnz: int,
+    *,
+    seed: int = 0,
+    skew: float = 1.0,
+    start_time: int = 1_600_000_000,
+) -> pl.DataFrame:
+    """`random_matrix` as a canonical interactions table (user ids from 1, item ids from 0).
+
+    Timestamps increase within each user, so temporal splits have an order to follow.
+    """
+    m = random_matrix(n_users, n_items, nnz, seed=seed, skew=skew).tocoo()
+    rng = np.random.default_rng(seed + 1)
+    return pl.DataFrame(
+        {
+            "user_id": m.row.astype(np.int64) + 1,
+            "item_id": m.col.astype(np.int64),
+            "weight": np.ones(m.nnz),
+            "timestamp": start_time + rng.integers(0, 86_400 * 365, size=m.nnz),
+            "event_type": ["interaction"] * m.nnz,
+        }
+    )

@@ -225,7 +225,7 @@ def report_preparation(prepared: PreparedData, console: Console | None) -> None:
     """Print what preprocessing did, and warn when it dropped many users."""
     if console is None:
         return
-    console.print(escape(prepared.summary()), highlight=False)
+    console.print(escape(prepared.summary()), highlight=False, soft_wrap=True)
     share = prepared.dropped_user_share()
     if share > WARN_DROPPED_USERS:
         console.print(
