@@ -33,7 +33,8 @@ def movielens() -> tuple[pl.DataFrame, pl.DataFrame]:
     assert raw.items is not None
     users = raw.interactions["user_id"].unique().sort()
     sample = users.sample(n=200, seed=7)
-    ratings = raw.interactions.filter(pl.col("user_id").is_in(sample.to_list())).rename({"weight": "rating"})
+    ratings = raw.interactions.filter(pl.col("user_id").is_in(sample.to_list()))
+    ratings = ratings.rename({"weight": "rating"})
     return ratings, raw.items.select("item_id", "title", "categories", "tags")
 
 
