@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from cli_helpers import HYBRIDREC, _env, assert_ok, run
+from cli_helpers import HYBRIDREC, _env, assert_error, assert_ok, run
 
 from hybridrec.data.loaders import load_dataset
 from hybridrec.data.shapes import write_shape
@@ -139,3 +139,13 @@ def test_large_synthetic_catalog_exercises_the_ease_head_path(tmp_path: Path) ->
     pl.DataFrame({"user_id": [1, 2, 3, 999_999]}).write_csv(test)
     recs = _answers_every_test_user(model_dir, test, tmp_path)
     assert recs.height == 4 * K
+
+
+def test_a_conversion_that_drops_everything_is_one_line_naming_the_setting(tmp_path: Path) -> None:
+    events = random_interactions(50, 40, 300, seed=1)
+    train = tmp_path / "clicks.csv"
+    events.select("user_id", "item_id").write_csv(train)
+    config = tmp_path / "threshold.toml"
+    config.write_text('[data]\nimplicit = "threshold"\nmin_rating = 4.0\n[models.als]\n')
+    ran = run("train", "--config", config, "--train", train, "--model-dir", tmp_path / "m")
+    assert_error(ran, r"no interactions left after implicit conversion .*implicit = \"auto\"")
