@@ -115,8 +115,8 @@ class Answer:
 
     @property
     def cold_start(self) -> bool:
-        """No history to personalize on (the answer is popularity)."""
-        return self.history_items == 0
+        """No history to personalize on: the answer is popularity (the cold-start path)."""
+        return self.history_items == 0 and all(m.startswith("popularity") for m in self.methods)
 
     @property
     def fallback(self) -> bool:
@@ -325,8 +325,13 @@ def answer(
             continue
         if step == "popularity" and get(step) is None:
             name = "popularity-fallback"
-        users = [user_ids[i] for i in todo]
         known = model._fitted()[0]
+        if not step.startswith("popularity"):
+            # Nothing to personalize on: the user goes straight to the cold-start path.
+            todo = [i for i in todo if answers[i].history_items or user_ids[i] in known]
+            if not todo:
+                continue
+        users = [user_ids[i] for i in todo]
         fold: History = {u: extra.get(u, []) for u in users if u in extra or u not in known}
         asked = np.asarray(users, dtype=object) if _mixed_types(users) else np.asarray(users)
         try:
