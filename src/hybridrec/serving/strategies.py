@@ -203,7 +203,7 @@ def recommend(
         scored,
         COLD_START if result.cold_start else result.method_used,
         cold_start=result.cold_start,
-        fallback=result.fallback,
+        fallback=result.fallback or result.cold_start,
         history_items=result.history_items,
         notes=list(dict.fromkeys(result.notes)),
     )
