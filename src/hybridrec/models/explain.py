@@ -490,6 +490,19 @@ def _user_history(get: Provider, user: Any, extra: Mapping[Any, Any]) -> list[An
     return list(dict.fromkeys(items + added))
 
 
+def _unit_vectors(model: Recommender, kind: str) -> NDArray[np.float64]:
+    """The model's item vectors scaled to unit length, once per model (cosine by a dot)."""
+
+    def build() -> NDArray[np.float64]:
+        vectors = model.item_factors_ if kind == "als" else model.embeddings_  # type: ignore[attr-defined]
+        v = np.asarray(vectors, np.float64)
+        norms = np.linalg.norm(v, axis=1, keepdims=True)
+        return np.asarray(v / np.where(norms > 0, norms, 1.0))
+
+    unit: NDArray[np.float64] = _cached(f"unit-{kind}", model, build)
+    return unit
+
+
 def _similarity_rows(model: Recommender, kind: str, hist: list[Any], recs: list[Any]) -> Any:
     """History × recommended similarity by one model's item-item notion (or None)."""
     items = model._fitted()[1]
@@ -506,10 +519,8 @@ def _similarity_rows(model: Recommender, kind: str, hist: list[Any], recs: list[
     elif kind == "ease":
         block = np.asarray(model.weights_[h[hs]][:, r[rs]])  # type: ignore[attr-defined]
     else:
-        vectors = model.item_factors_ if kind == "als" else model.embeddings_  # type: ignore[attr-defined]
-        a, b = np.asarray(vectors[h[hs]], np.float64), np.asarray(vectors[r[rs]], np.float64)
-        na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-        block = (a @ b.T) / np.outer(np.where(na > 0, na, 1), np.where(nb > 0, nb, 1))
+        unit = _unit_vectors(model, kind)
+        block = unit[h[hs]] @ unit[r[rs]].T
     out[np.ix_(hs, rs)] = block
     out[out == 0] = -np.inf  # no relation is no evidence
     return out
@@ -558,9 +569,12 @@ def _explain(
             # Computed on first need only: one similarity source usually explains them all.
             if kind not in cache:
                 model = get(kind) if hist and a.items else None
-                cache[kind] = (
-                    None if model is None else _similarity_rows(model, kind, hist, a.items)
-                )
+                sims = None if model is None else _similarity_rows(model, kind, hist, a.items)
+                if sims is not None:
+                    # Per recommended item: the history item most like it, and how much.
+                    best = np.argmax(sims, axis=0)
+                    sims = (best, sims[best, np.arange(sims.shape[1])])
+                cache[kind] = sims
             return cache[kind]
 
         a.reasons = []
@@ -571,10 +585,10 @@ def _explain(
             kinds = ("content",) if base == "content" else (*_CF_SIMILARITY, "content")
             if not base.startswith("popularity"):
                 for kind in kinds:
-                    sims = sims_of(kind)
-                    if sims is None or not np.isfinite(sims[:, j]).any():
+                    found = sims_of(kind)
+                    if found is None or not np.isfinite(found[1][j]):
                         continue
-                    h = int(np.argmax(sims[:, j]))
+                    h = int(found[0][j])
                     source = hist[h]
                     title = titles.get(source, str(source))
                     text = (
@@ -589,7 +603,7 @@ def _explain(
                             {
                                 "item_id": source,
                                 "title": title,
-                                "similarity": round(float(sims[h, j]), 4),
+                                "similarity": round(float(found[1][j]), 4),
                                 "by": kind,
                             },
                         )
