@@ -373,7 +373,7 @@ def main() -> None:
     parser.add_argument(
         "--strategies", default="als,hybrid,auto,content,two_tower,ranked,popular,mixed"
     )
-    parser.add_argument("--rate", type=float, default=300.0, help="Fixed request rate (req/s).")
+    parser.add_argument("--rate", type=float, default=100.0, help="Fixed request rate (req/s).")
     parser.add_argument(
         "--seconds", type=float, default=10.0, help="Length of each fixed-rate run (0: none)."
     )

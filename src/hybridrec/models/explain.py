@@ -526,21 +526,6 @@ def _similarity_rows(model: Recommender, kind: str, hist: list[Any], recs: list[
     return out
 
 
-def explain_items(
-    get: Provider,
-    user_id: Any,
-    items: Sequence[Any],
-    methods: Sequence[str],
-    *,
-    history: History | None = None,
-    items_table: pl.DataFrame | None = None,
-) -> list[list[Reason]]:
-    """Reasons for items already chosen (by the service's own chain, say), one list each."""
-    a = Answer(user_id, list(items), [0.0] * len(items), list(methods))
-    _explain([a], get, [_user_history(get, user_id, dict(history or {}))], items_table)
-    return a.reasons
-
-
 def _explain(
     answers: list[Answer],
     get: Provider,

@@ -33,7 +33,6 @@ __all__ = [
     "ScoredItem",
     "SimilarMethod",
     "Strategy",
-    "is_known_user",
     "recommend",
     "resolve_model",
     "similar",
@@ -131,12 +130,6 @@ def resolve_model(bundle: Bundle, method: str) -> str | None:
             if models.get(name, {}).get("model") == candidate:
                 return name
     return None
-
-
-def is_known_user(bundle: Bundle, user_id: str) -> bool:
-    """Whether the bundle's default model learned from ``user_id``."""
-    users = bundle.model().users_
-    return users is not None and user_id in users
 
 
 def recommend(

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 import anyio
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from hybridrec.bundle import Bundle
 from hybridrec.models.explain import Rules
@@ -30,7 +30,7 @@ from hybridrec.serving.schemas import (
 )
 from hybridrec.serving.strategies import Answer, ScoredItem, recommend
 
-__all__ = ["offload", "router"]
+__all__ = ["json_response", "offload", "router"]
 
 router = APIRouter(tags=["recommend"])
 
@@ -47,6 +47,15 @@ async def offload(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await anyio.to_thread.run_sync(
         functools.partial(func, *args, **kwargs), limiter=_LIMITER[0]
     )
+
+
+def json_response(body: RecommendationResponse | Any) -> Response:
+    """The body serialized where it was built (the worker thread), not on the event loop.
+
+    FastAPI would validate a returned model again and walk it with ``jsonable_encoder`` on
+    the loop, which costs about as much as answering an ALS request.
+    """
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 UserId = Annotated[str, Path(min_length=1, max_length=128, description="The user's id (any text).")]
@@ -125,14 +134,15 @@ def _answer(
     history: dict[str, float],
     explain: bool,
     notes: list[str],
-) -> RecommendationResponse:
+) -> Response:
     """The whole CPU-bound part of a request: the library's answer and the response body."""
     if rules.include_categories and not catalog_of(bundle).in_categories(rules.include_categories):
         notes.append(f"no items in categories {', '.join(rules.include_categories)}")
     result = recommend(
         bundle, user_id, k, strategy, alpha=alpha, rules=rules, history=history, explain=explain
     )
-    return to_response(bundle, user_id=shown_id, strategy=strategy, k=k, result=result, notes=notes)
+    body = to_response(bundle, user_id=shown_id, strategy=strategy, k=k, result=result, notes=notes)
+    return json_response(body)
 
 
 async def _recommend_user(
@@ -150,7 +160,7 @@ async def _recommend_user(
     min_popularity: int | None = None,
     mmr: float | None = None,
     explain: bool = True,
-) -> RecommendationResponse:
+) -> Response:
     request.state.strategy = strategy.value
     history, denied = state.online.get(user_id)
     rules = Rules(
@@ -193,7 +203,7 @@ async def recommend_user(  # noqa: PLR0917 - FastAPI parameters
     min_popularity: MinPopularity = None,
     mmr: Mmr = None,
     explain: Explain = True,
-) -> RecommendationResponse:
+) -> Response:
     """Top-k items for a user. An unknown user gets the cold-start path (not 404)."""
     return await _recommend_user(
         request=request,
@@ -220,7 +230,7 @@ async def recommend_mixed(  # noqa: PLR0917 - FastAPI parameters
     user_id: UserId,
     k: K = 10,
     alpha: Alpha = 0.8,
-) -> RecommendationResponse:
+) -> Response:
     """Shortcut for ``strategy=mixed``: ALS blended with popularity by ``alpha``."""
     return await _recommend_user(
         request=request,
@@ -236,9 +246,7 @@ async def recommend_mixed(  # noqa: PLR0917 - FastAPI parameters
 
 
 @router.post("/recommend", response_model=RecommendationResponse)
-async def recommend_visitor(
-    request: Request, bundle: BundleDep, body: VisitorRequest
-) -> RecommendationResponse:
+async def recommend_visitor(request: Request, bundle: BundleDep, body: VisitorRequest) -> Response:
     """Top-k items for a visitor with no id, from the items they just looked at (fold-in)."""
     request.state.strategy = body.strategy.value
     notes: list[str] = []
