@@ -1,7 +1,8 @@
 """Serving benchmark: latency at a fixed request rate, and throughput at saturation.
 
 Trains (or takes) a model store on MovieLens latest-small, starts ``hybridrec serve`` on a
-free loopback port, and for each strategy:
+free loopback port, measures ``/health`` at saturation (the ceiling of the HTTP stack on this
+machine), and for each strategy (every one by default, reasons on):
 
 1. **fixed rate** (open loop): requests for random known users are *scheduled* at exactly
    ``--rate`` per second for ``--seconds``; latency runs from the scheduled send time, so a
@@ -10,6 +11,10 @@ free loopback port, and for each strategy:
    request that finds them all busy waits, and the wait counts.
 2. **saturation** (closed loop): ``--concurrency`` connections send back to back for
    ``--sat-seconds``; throughput is completed requests per second.
+
+Then each strategy's saturation throughput is printed as a ratio of ``/health``'s, and
+``/health`` and ``POST /events`` are probed at a slow fixed rate while ``hybrid`` requests
+saturate the server (their p99 shows whether recommendations block the event loop).
 
 The generator is a minimal HTTP/1.1 keep-alive client on asyncio (uvloop when installed),
 so that on a small machine it takes as little CPU from the server as possible.
@@ -59,8 +64,15 @@ class Conn:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return cls(reader, writer)
 
-    async def get(self, host: str, path: str) -> tuple[int, bytes]:
-        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    async def get(self, host: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        if body is None:
+            self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        else:
+            self.writer.write(
+                f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
         length = 0
@@ -154,7 +166,7 @@ async def _one(pool: Pool, path: str, scheduled: float, out: Result) -> None:
                 out.retried += 1
         if status != 200:
             out.error(f"HTTP {status}")
-        elif len(out.versions) < 8:
+        elif len(out.versions) < 8 and b"model_version" in body:
             out.versions.add(json.loads(body)["model_version"])
         out.latencies.append(time.perf_counter() - scheduled)
     except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
@@ -169,6 +181,8 @@ async def _one(pool: Pool, path: str, scheduled: float, out: Result) -> None:
 
 
 def _path(strategy: str, user: object, k: int) -> str:
+    if strategy == "health":
+        return "/health"
     return f"/recommend/user/{user}?k={k}&strategy={strategy}"
 
 
@@ -217,6 +231,8 @@ async def saturate(
             while time.perf_counter() < stop:
                 t = time.perf_counter()
                 status, _body = await conn.get(host, _path(strategy, rng.choice(users), args.k))
+                if status == 200 and out.done == 1 and strategy != "health":
+                    _check_reasons(_body, strategy)
                 out.latencies.append(time.perf_counter() - t)
                 if status != 200:
                     out.error(f"HTTP {status}")
@@ -227,6 +243,50 @@ async def saturate(
     await asyncio.gather(*(worker() for _ in range(args.concurrency)))
     out.seconds = time.perf_counter() - start
     return out
+
+
+def _check_reasons(body: bytes, strategy: str) -> None:
+    """The benchmark measures answers with reasons: fail loudly if they are missing."""
+    items = json.loads(body)["items"]
+    if not items or not all(i["reasons"] for i in items):
+        raise SystemExit(f"{strategy}: an answer without reasons: {items[:2]}")
+
+
+async def probe(
+    host: str, port: int, path: str, body: bytes | None, rate: float, seconds: float
+) -> Result:
+    """One connection, ``rate`` requests per second of ``path``; latency of each."""
+    out = Result(path if body is None else f"POST {path}", "probe", rate, seconds)
+    conn = await Conn.open(host, port)
+    try:
+        start = time.perf_counter()
+        for i in range(int(rate * seconds)):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            t = time.perf_counter()
+            status, _ = await conn.get(host, path, body)
+            out.latencies.append(time.perf_counter() - t)
+            if status not in (200, 201):
+                out.error(f"HTTP {status}")
+    finally:
+        conn.close()
+    return out
+
+
+async def under_load(
+    host: str, port: int, strategy: str, users: list[int], args: argparse.Namespace
+) -> list[Result]:
+    """``/health`` and ``POST /events`` probed while ``strategy`` saturates the server."""
+    event = json.dumps({"user_id": "bench-probe", "item_id": 1, "event_type": "view"}).encode()
+    return list(
+        await asyncio.gather(
+            saturate(host, port, strategy, users, args.sat_seconds, args),
+            probe(host, port, "/health", None, 20.0, args.sat_seconds - 1),
+            probe(host, port, "/health/ready", None, 10.0, args.sat_seconds - 1),
+            probe(host, port, "/events", event, 10.0, args.sat_seconds - 1),
+        )
+    )
 
 
 # ---- set-up ----------------------------------------------------------------------------------
@@ -310,20 +370,22 @@ def main() -> None:
     parser.add_argument(
         "--model-dir", type=Path, help="A trained store (default: train one into a temp dir)."
     )
-    parser.add_argument("--strategies", default="als,hybrid,auto")
-    parser.add_argument("--rate", type=float, default=300.0, help="Fixed request rate (req/s).")
     parser.add_argument(
-        "--seconds", type=float, default=60.0, help="Length of each fixed-rate run."
+        "--strategies", default="als,hybrid,auto,content,two_tower,ranked,popular,mixed"
+    )
+    parser.add_argument("--rate", type=float, default=100.0, help="Fixed request rate (req/s).")
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="Length of each fixed-rate run (0: none)."
     )
     parser.add_argument(
-        "--sat-seconds", type=float, default=15.0, help="Length of each saturation run."
+        "--sat-seconds", type=float, default=10.0, help="Length of each saturation run."
     )
     parser.add_argument("--concurrency", type=int, default=16, help="Connections at saturation.")
     parser.add_argument("--max-connections", type=int, default=64, help="In flight at fixed rate.")
     parser.add_argument("--workers", type=int, default=1, help="Server processes.")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument(
-        "--warmup", type=float, default=3.0, help="Seconds of warm-up per strategy."
+        "--warmup", type=float, default=2.0, help="Seconds of warm-up per strategy."
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -341,18 +403,25 @@ def main() -> None:
         port = free_port()
         proc = start_server(model_dir, port, args.workers, Path(tmp) / "data")
         results: list[Result] = []
+        loaded: list[Result] = []
         try:
-            for strategy in args.strategies.split(","):
+            for strategy in ["health", *args.strategies.split(",")]:
                 asyncio.run(saturate("127.0.0.1", port, strategy, users, args.warmup, args))
-                res = asyncio.run(
-                    fixed_rate("127.0.0.1", port, strategy, users, args.rate, args.seconds, args)
-                )
-                results.append(res)
-                _row_print(res)
+                if args.seconds > 0:
+                    res = asyncio.run(
+                        fixed_rate(
+                            "127.0.0.1", port, strategy, users, args.rate, args.seconds, args
+                        )
+                    )
+                    results.append(res)
+                    _row_print(res)
                 res = asyncio.run(
                     saturate("127.0.0.1", port, strategy, users, args.sat_seconds, args)
                 )
                 results.append(res)
+                _row_print(res)
+            loaded = asyncio.run(under_load("127.0.0.1", port, "hybrid", users, args))
+            for res in loaded:
                 _row_print(res)
         finally:
             proc.terminate()
@@ -389,6 +458,46 @@ def main() -> None:
             f"{max(r.latencies) * 1000:.1f}" if r.latencies else "-",
         )
     console.print(table)
+    _ratio_table(results, loaded, args)
+
+
+def _ratio_table(results: list[Result], loaded: list[Result], args: argparse.Namespace) -> None:
+    sat = {r.strategy: r.done / r.seconds for r in results if r.mode == "saturation"}
+    health = sat.get("health", float("nan"))
+    floors = {"als": 0.5, "hybrid": 0.25, "auto": 0.25}
+    table = Table(
+        title=f"saturation throughput as a ratio of /health ({health:.0f} req/s), "
+        f"{args.workers} worker(s), {os.cpu_count()} CPUs, reasons on"
+    )
+    for col in ("strategy", "req/s", "ratio", "floor", "p99 ms"):
+        table.add_column(col, justify="left" if col == "strategy" else "right")
+    for r in results:
+        if r.mode != "saturation":
+            continue
+        ratio = sat[r.strategy] / health
+        floor = floors.get(r.strategy)
+        mark = (
+            "" if floor is None else (f"{floor:.2f} ok" if ratio >= floor else f"{floor:.2f} MISS")
+        )
+        table.add_row(
+            r.strategy, f"{sat[r.strategy]:.0f}", f"{ratio:.3f}", mark, f"{r.pct(99):.1f}"
+        )
+    console.print(table)
+    if loaded:
+        table = Table(title="while hybrid saturates the server (floor: /health p99 <= 50 ms)")
+        for col in ("probe", "req/s", "p50 ms", "p99 ms", "max ms", "errors"):
+            table.add_column(col, justify="left" if col == "probe" else "right")
+        for r in loaded:
+            name = r.strategy if r.mode == "probe" else f"{r.strategy} (load)"
+            table.add_row(
+                name,
+                f"{r.done / r.seconds:.0f}",
+                f"{r.pct(50):.2f}",
+                f"{r.pct(99):.2f}",
+                f"{max(r.latencies) * 1000:.1f}" if r.latencies else "-",
+                str(r.errors),
+            )
+        console.print(table)
 
 
 def _row_print(r: Result) -> None:

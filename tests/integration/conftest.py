@@ -88,6 +88,30 @@ def serving_store(serving_data: Path) -> Path:
     return model_dir
 
 
+#: `SERVING_CONFIG` plus a hybrid and a router, so every strategy has its own first model.
+ROUTED_MODELS = """
+[models.hybrid]
+components = { als = 0.5, itemknn = 0.3, content = 0.2 }
+
+[models.router]
+cold_below = 5
+hot_from = 20
+cold = "content"
+warm = "als"
+hot = "hybrid"
+"""
+
+
+@pytest.fixture(scope="session")
+def routed_store(serving_data: Path) -> Path:
+    """A store over `serving_data` whose version also holds a hybrid and a router."""
+    config = serving_data / "routed.toml"
+    config.write_text(SERVING_CONFIG + ROUTED_MODELS, encoding="utf-8")
+    model_dir = serving_data / "routed-models"
+    assert_ok(invoke("train", "--config", config, "--model-dir", model_dir, "--no-evaluate"))
+    return model_dir
+
+
 def copy_store(store: Path, dest: Path) -> Path:
     """A private copy of a store (tests that promote or corrupt versions use one)."""
     shutil.copytree(store, dest)

@@ -8,14 +8,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 import pytest
 
 from hybridrec.bundle import Bundle, ModelStore, write_bundle
 from hybridrec.data.dataset import InteractionData
-from hybridrec.errors import HybridrecError, UnknownIdError
-from hybridrec.models import ItemFilter, Recommender, create_model
+from hybridrec.errors import UnknownIdError
+from hybridrec.models import Recommender, create_model
+from hybridrec.models.explain import Rules
+from hybridrec.models.explain import answer as explain_answer
 from hybridrec.serving import strategies
 from hybridrec.serving.catalog import Catalog
 from hybridrec.serving.events import (
@@ -27,7 +28,7 @@ from hybridrec.serving.events import (
 )
 from hybridrec.serving.online import OnlineHistory
 from hybridrec.serving.service import ModelService
-from hybridrec.serving.strategies import COLD_START, Strategy, answer, similar
+from hybridrec.serving.strategies import COLD_START, Strategy, recommend, similar
 
 PARAMS: dict[str, dict[str, Any]] = {
     "popularity": {},
@@ -55,113 +56,82 @@ def item_ids(ans: strategies.Answer) -> list[Any]:
     return [i.item_id for i in ans.items]
 
 
-# ---- strategies --------------------------------------------------------------------------
+# ---- strategies: the service's translation to the library's one answer path ------------------
 
 
-def test_factor_fast_path_is_identical_to_the_model(models: dict[str, Recommender]) -> None:
-    als = models["als"]
-    assert als.users_ is not None
-    users = als.users_.to_list()[:80]
-    for exclude in (True, False):
-        for k in (1, 10, 60, 100):
-            for user in users:
-                fast = strategies._factor_rows(als, str(user), k, exclude)
-                assert fast is not None
-                ids, scores = als.recommend([user], k, exclude_seen=exclude).row(0)
-                assert fast[0] == ids.tolist()
-                np.testing.assert_allclose(fast[1], scores, rtol=1e-6)
-    assert strategies._factor_rows(als, "stranger", 5, True) is None
-    assert strategies._factor_rows(models["itemknn"], "1", 5, True) is None
-
-
-def test_als_answers_a_known_user_with_reasons(bundle: Bundle) -> None:
-    ans = answer(bundle, "1", 5, Strategy.als)
+def test_als_answers_a_known_user_as_the_library_does(bundle: Bundle) -> None:
+    ans = recommend(bundle, "1", 5, Strategy.als)
     assert ans.method_used == "als" and not ans.fallback and not ans.cold_start
     expected, _ = bundle.model("als").recommend([1], 5).row(0)
     assert item_ids(ans) == expected.tolist()
     assert all(i.method == "als" and i.reasons for i in ans.items)
+    lib = explain_answer(bundle.get, [1], 5, strategy="als", items_table=bundle.items)[0]
+    assert [[r.text for r in rs] for rs in lib.reasons] == [list(i.reasons) for i in ans.items]
+    # The whole training history counts, not only the online part.
+    assert ans.history_items == bundle.model("als").user_items_[0].nnz > 0  # type: ignore[index]
+    bare = recommend(bundle, "1", 5, Strategy.als, explain=False)
+    assert item_ids(bare) == item_ids(ans) and all(i.reasons == () for i in bare.items)
 
 
 def test_unknown_user_without_history_is_cold_start(bundle: Bundle) -> None:
     for strategy in Strategy:
-        ans = answer(bundle, "nobody", 4, strategy)
-        assert ans.cold_start and ans.method_used == COLD_START
-        assert [i.reasons for i in ans.items] == [("popular overall",)] * 4
+        ans = recommend(bundle, "nobody", 4, strategy)
+        assert ans.cold_start and ans.method_used == COLD_START, strategy
+        assert ans.history_items == 0
+        assert all(i.method == "popularity" for i in ans.items)
+        assert all(i.reasons[-1] == "popular overall" for i in ans.items)
+        assert not any("because you liked" in r for i in ans.items for r in i.reasons)
     top, _ = bundle.model("popularity").recommend(["x"], 4, history={"x": []}).row(0)
-    assert item_ids(answer(bundle, "nobody", 4)) == top.tolist()
+    assert item_ids(recommend(bundle, "nobody", 4)) == top.tolist()
 
 
 def test_history_folds_in_and_is_excluded(bundle: Bundle, planted_spec: Any) -> None:
     cluster = planted_spec.items_of_cluster(1)
     history = {str(i): 1.0 for i in cluster[:4]}
-    ans = answer(bundle, "newcomer", 6, Strategy.als, history=history)
-    assert ans.method_used == "als" and not ans.cold_start
+    ans = recommend(bundle, "newcomer", 6, Strategy.als, history=history)
+    assert ans.method_used == "als" and not ans.cold_start and ans.history_items == 4
     got = item_ids(ans)
     assert not set(got) & set(cluster[:4])
     assert set(got) <= set(cluster)
-    known = answer(bundle, "2", 10, Strategy.als)  # user 2 is in cluster 1 too
+    assert all(i.reasons[0].startswith("because you liked ") for i in ans.items)
+    known = recommend(bundle, "2", 10, Strategy.als)  # user 2 is in cluster 1 too
     seen_now = {str(i): 3.0 for i in item_ids(known)[:3]}
-    after = answer(bundle, "2", 10, Strategy.als, history=seen_now)
+    after = recommend(bundle, "2", 10, Strategy.als, history=seen_now)
     assert not set(item_ids(known)[:3]) & set(item_ids(after))
-    assert "includes your 3 recent interactions" in after.items[0].reasons
+    assert after.history_items == known.history_items + 3
 
 
 def test_missing_models_fall_back_along_the_chain(models: dict[str, Recommender]) -> None:
     pop_only = only(models, "popularity")
     for strategy in (Strategy.als, Strategy.auto, Strategy.content, Strategy.two_tower):
-        ans = answer(pop_only, "1", 5, strategy)
-        assert ans.method_used == "popular" and ans.fallback and len(ans.items) == 5
+        ans = recommend(pop_only, "1", 5, strategy)
+        assert ans.method_used == "popularity" and ans.fallback and len(ans.items) == 5
         assert any("not in this model version" in n for n in ans.notes)
     both = only(models, "als", "popularity")
-    ans = answer(both, "1", 5, Strategy.hybrid)
+    ans = recommend(both, "1", 5, Strategy.hybrid)
     assert ans.method_used == "als" and ans.fallback
     assert [n for n in ans.notes if n.startswith("hybrid")] == ["hybrid: not in this model version"]
-
-
-def test_short_and_failing_methods_are_filled_from_the_next(
-    bundle: Bundle, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real = strategies._rows
-
-    def two_from_als(b: Bundle, name: str, ask: Any, k: int) -> tuple[list[Any], list[float]]:
-        ids, scores = real(b, name, ask, k)
-        return (ids[:2], scores[:2]) if name == "als" else (ids, scores)
-
-    monkeypatch.setattr(strategies, "_rows", two_from_als)
-    ans = answer(bundle, "1", 6, Strategy.als)
-    assert ans.method_used == "als+popular" and ans.fallback
-    assert [i.method for i in ans.items] == ["als"] * 2 + ["popular"] * 4
-    assert len(set(item_ids(ans))) == 6
-
-    def broken(b: Bundle, name: str, ask: Any, k: int) -> tuple[list[Any], list[float]]:
-        if name == "als":
-            raise HybridrecError("factors on fire")
-        return real(b, name, ask, k)
-
-    monkeypatch.setattr(strategies, "_rows", broken)
-    ans = answer(bundle, "1", 3, Strategy.auto)
-    assert ans.method_used == "popular" and "als: factors on fire" in ans.notes
 
 
 def test_filters_hold_for_every_strategy(bundle: Bundle, planted_spec: Any) -> None:
     allowed = planted_spec.items_of_cluster(0)[:8]
     denied = allowed[:2]
-    rules = ItemFilter(allow=allowed, deny=denied)
+    rules = Rules(allow=[str(i) for i in allowed], deny=[str(i) for i in denied])
     for strategy in Strategy:
-        ans = answer(bundle, "1", 5, strategy, filters=rules)
+        ans = recommend(bundle, "1", 5, strategy, rules=rules)
         assert ans.items, strategy
         assert set(item_ids(ans)) <= set(allowed) - set(denied), strategy
 
 
 def test_mixed_blends_by_alpha(bundle: Bundle) -> None:
-    als = answer(bundle, "4", 5, Strategy.als)
-    pop = answer(bundle, "4", 5, Strategy.popular)
-    assert item_ids(answer(bundle, "4", 5, Strategy.mixed, alpha=1.0)) == item_ids(als)
-    assert item_ids(answer(bundle, "4", 5, Strategy.mixed, alpha=0.0)) == item_ids(pop)
-    half = answer(bundle, "4", 5, Strategy.mixed, alpha=0.5)
+    als = recommend(bundle, "4", 5, Strategy.als)
+    pop = recommend(bundle, "4", 5, Strategy.popular)
+    assert item_ids(recommend(bundle, "4", 5, Strategy.mixed, alpha=1.0)) == item_ids(als)
+    assert item_ids(recommend(bundle, "4", 5, Strategy.mixed, alpha=0.0)) == item_ids(pop)
+    half = recommend(bundle, "4", 5, Strategy.mixed, alpha=0.5)
     assert half.method_used == "mixed"
     scores = [i.score for i in half.items]
-    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+    assert scores == sorted(scores, reverse=True)
 
 
 def test_similar_items(bundle: Bundle, models: dict[str, Recommender]) -> None:

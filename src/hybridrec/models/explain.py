@@ -1,11 +1,13 @@
 """Answering a request: strategies, the fallback chain, business rules and reasons.
 
-`answer` is what the CLI and the HTTP service call. It picks the first model for the
-requested strategy (``auto`` is the router, ``mixed`` blends ALS with popularity by
-``alpha``), then walks the fallback chain — hybrid → ALS → two-tower → content → popular —
-passing over any model that is missing, fails, or returns fewer than k items, and filling
-the rest from the next. Every item says which model produced it, and carries at least one
-human-readable reason with its evidence:
+`answer` is THE answer path: the CLI (``hybridrec recommend``), the HTTP routes (through
+`hybridrec.serving.strategies`, which only translates ids and online history) and the UI
+(through the API) all call it, so they give identical items, methods and reasons. It
+picks the first model for the requested strategy (``auto`` is the router, ``mixed`` blends
+ALS with popularity by ``alpha``), then walks the fallback chain — hybrid → ALS →
+two-tower → content → popular — passing over any model that is missing, fails, or returns
+fewer than k items, and filling the rest from the next. Every item says which model
+produced it, and carries at least one human-readable reason with its evidence:
 
 - "because you liked <title>": the item of the user's history most similar to it (ALS factor
   cosine, else item-kNN similarity, else EASE weights);
@@ -13,8 +15,12 @@ human-readable reason with its evidence:
 - "popular in <genre>" / "popular overall": for popularity answers (and as the last word
   when nothing in the history relates).
 
-Business rules: exclude seen (default), include/exclude categories, allow/deny lists, a
-minimum popularity, and MMR diversity re-ranking with a lambda.
+Every item's ``method`` names the model that produced it; a router answer names its route
+(``router→hybrid``). ``history_items`` counts the whole history the answer used (training
+history plus the new history given), and a user with none takes the cold-start path.
+
+Business rules: exclude seen (default), include/exclude categories (case-insensitive),
+allow/deny lists, a minimum popularity, and MMR diversity re-ranking with a lambda.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from numpy.typing import NDArray
 
 from hybridrec.errors import ConfigError, HybridrecError
 from hybridrec.models.base import History, ItemFilter, Recommender
-from hybridrec.models.hybrid import mixed
+from hybridrec.models.hybrid import Router, mixed
 
 __all__ = [
     "CHAIN",
@@ -73,20 +79,49 @@ class Reason:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
+#: Separates a router from the route that answered in a method name (``router→als``).
+ROUTE_SEP = "→"
+
+
 @dataclass
 class Answer:
-    """One user's recommendations with their provenance and reasons."""
+    """One user's recommendations with their provenance and reasons.
+
+    Attributes:
+        user_id: The user asked for.
+        items: Recommended item ids, best first.
+        scores: Each item's score by the model that produced it (not comparable across
+            models: the rank is what counts).
+        methods: The model that produced each item (``router→hybrid`` for a route).
+        reasons: Why each item is recommended, with evidence (when asked for).
+        history_items: Items of the history the answer used (training plus new).
+        first: The model the strategy asked first.
+        notes: What was skipped on the way and why (missing models, errors, short lists).
+    """
 
     user_id: Any
     items: list[Any] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
     reasons: list[list[Reason]] = field(default_factory=list)
+    history_items: int = 0
+    first: str = ""
+    notes: list[str] = field(default_factory=list)
 
     @property
     def method_used(self) -> str:
         """The models that answered, in order ("als", or "hybrid+popularity")."""
         return "+".join(dict.fromkeys(self.methods)) or "none"
+
+    @property
+    def cold_start(self) -> bool:
+        """No history to personalize on: the answer is popularity (the cold-start path)."""
+        return self.history_items == 0 and all(m.startswith("popularity") for m in self.methods)
+
+    @property
+    def fallback(self) -> bool:
+        """Some item (or all: an empty answer) came from past the strategy's first model."""
+        return not self.items or any(m.split(ROUTE_SEP)[0] != self.first for m in self.methods)
 
 
 @dataclass(frozen=True)
@@ -143,23 +178,55 @@ def _filter(rules: Rules, items_table: pl.DataFrame | None, pop: Recommender | N
     if rules.include_categories or rules.exclude_categories:
         if items_table is None or "categories" not in items_table.columns:
             raise ConfigError("category rules need a catalog with categories")
-        cats = items_table.select("item_id", "categories").explode("categories")
+        index = _category_index(items_table)
         if rules.include_categories:
-            wanted = cats.filter(pl.col("categories").is_in(list(rules.include_categories)))
-            keep = set(wanted["item_id"].to_list())
+            keep: set[Any] = set()
+            for cat in rules.include_categories:
+                keep |= index.get(cat.strip().lower(), set())
             allow = keep if allow is None else allow & keep
-        if rules.exclude_categories:
-            bad = cats.filter(pl.col("categories").is_in(list(rules.exclude_categories)))
-            deny |= set(bad["item_id"].to_list())
+        for cat in rules.exclude_categories or ():
+            deny |= index.get(cat.strip().lower(), set())
     if rules.min_popularity is not None and pop is not None:
-        items = pop._fitted()[1]
-        counts = np.asarray(pop.item_scores_)  # type: ignore[attr-defined]
-        deny |= set(items.lookup(np.flatnonzero(counts < rules.min_popularity)).tolist())
+        deny |= _unpopular(pop, rules.min_popularity)
     if allow is None and not deny:
         return None
     return ItemFilter(
         allow=sorted(allow, key=str) if allow is not None else None, deny=sorted(deny, key=str)
     )
+
+
+def _category_index(items_table: pl.DataFrame) -> dict[str, set[Any]]:
+    """Lower-cased category -> its item ids, built once per catalog."""
+
+    def build() -> dict[str, set[Any]]:
+        out: dict[str, set[Any]] = {}
+        column = items_table["categories"]
+        if column.dtype == pl.String:
+            column = column.str.split("|")
+        for item, cats in zip(items_table["item_id"].to_list(), column.to_list(), strict=True):
+            for cat in cats or ():
+                if cat:
+                    out.setdefault(str(cat).strip().lower(), set()).add(item)
+        return out
+
+    index: dict[str, set[Any]] = _cached("category-index", items_table, build)
+    return index
+
+
+def _unpopular(pop: Recommender, floor: int) -> set[Any]:
+    """Items with fewer than ``floor`` interactions (one set per model and floor)."""
+
+    def build() -> dict[int, set[Any]]:
+        return {}
+
+    by_floor: dict[int, set[Any]] = _cached("unpopular", pop, build)
+    if floor not in by_floor:
+        items = pop._fitted()[1]
+        counts = np.asarray(pop.item_scores_)  # type: ignore[attr-defined]
+        if len(by_floor) > 32:
+            by_floor.clear()
+        by_floor[floor] = set(items.lookup(np.flatnonzero(counts < floor)).tolist())
+    return by_floor[floor]
 
 
 def _popularity_from_data(get: Provider) -> Recommender | None:
@@ -174,17 +241,17 @@ def _popularity_from_data(get: Provider) -> Recommender | None:
         model = get(name)
         if model is None:
             continue
-        users, items, user_items = model._fitted()
-        pop = Popularity()
-        pop.users_, pop.items_, pop.user_items_ = users, items, user_items
-        pop._set_state(
-            {
-                "item_scores": np.bincount(user_items.indices, minlength=len(items)).astype(
-                    np.float32
-                )
-            }
-        )
-        return pop
+
+        def build(model: Recommender = model) -> Recommender:
+            users, items, user_items = model._fitted()
+            pop = Popularity()
+            pop.users_, pop.items_, pop.user_items_ = users, items, user_items
+            counts = np.bincount(user_items.indices, minlength=len(items))
+            pop._set_state({"item_scores": counts.astype(np.float32)})
+            return pop
+
+        found: Recommender = _cached("popularity-from-data", model, build)
+        return found
     return None
 
 
@@ -238,10 +305,14 @@ def answer(
     rules = rules or Rules()
     item_filter = _filter(rules, items_table, _model_for("popularity", get, alpha))
     fetch = k * 3 if rules.mmr_lambda is not None else k
-    order = list(dict.fromkeys([first or STRATEGIES[strategy], *chain]))
-    answers = [Answer(u) for u in user_ids]
-    chosen: list[set[Any]] = [set() for _ in user_ids]
+    head = first or STRATEGIES[strategy]
+    order = list(dict.fromkeys([head, *chain]))
     extra = dict(history or {})
+    answers = [Answer(u, first=head) for u in user_ids]
+    histories = [_user_history(get, a.user_id, extra) for a in answers]
+    for a, hist in zip(answers, histories, strict=True):
+        a.history_items = len(hist)
+    chosen: list[set[Any]] = [set() for _ in user_ids]
     for step in order:
         name = step
         todo = [i for i, a in enumerate(answers) if len(a.items) < fetch]
@@ -249,26 +320,41 @@ def answer(
             break
         model = _model_for(step, get, alpha)
         if model is None:
+            for i in todo:
+                answers[i].notes.append(f"{step}: not in this model version")
             continue
         if step == "popularity" and get(step) is None:
             name = "popularity-fallback"
-        users = [user_ids[i] for i in todo]
         known = model._fitted()[0]
-        hist = {u: extra.get(u, []) for u in users if u in extra or u not in known}
+        if not step.startswith("popularity"):
+            # Nothing to personalize on: the user goes straight to the cold-start path.
+            todo = [i for i in todo if answers[i].history_items or user_ids[i] in known]
+            if not todo:
+                continue
+        users = [user_ids[i] for i in todo]
+        fold: History = {u: extra.get(u, []) for u in users if u in extra or u not in known}
+        asked = np.asarray(users, dtype=object) if _mixed_types(users) else np.asarray(users)
         try:
+            labels = [name] * len(users)
+            if isinstance(model, Router):
+                # Name the route that answered each user, not just "router".
+                labels = [f"{name}{ROUTE_SEP}{r}" for r in model.routes_for(asked, fold or None)]
             recs = model.recommend(
-                np.asarray(users, dtype=object) if _mixed_types(users) else np.asarray(users),
+                asked,
                 fetch,
                 exclude_seen=rules.exclude_seen,
                 filters=item_filter,
-                history=hist or None,
+                history=fold or None,
             )
         except (HybridrecError, ValueError, IndexError) as exc:
             log.warning("%s could not answer (%s); falling back", name, exc)
+            for i in todo:
+                answers[i].notes.append(f"{name}: {exc}")
             continue
         for row, i in enumerate(todo):
             ids, scores = recs.row(row)
             a = answers[i]
+            before = len(a.items)
             for item, score in zip(ids.tolist(), scores.tolist(), strict=True):
                 if len(a.items) >= fetch:
                     break
@@ -277,14 +363,19 @@ def answer(
                 chosen[i].add(item)
                 a.items.append(item)
                 a.scores.append(float(score))
-                a.methods.append(name)
+                a.methods.append(labels[row])
+            if len(a.items) < fetch:
+                added = len(a.items) - before
+                a.notes.append(f"{labels[row]}: {added} items, {fetch - len(a.items)} short")
     if rules.mmr_lambda is not None:
         for a in answers:
             _mmr(a, k, rules.mmr_lambda, get)
     for a in answers:
         del a.items[k:], a.scores[k:], a.methods[k:]
+        if a.cold_start:
+            a.notes.insert(0, "no history to personalize on: cold-start path (popularity)")
     if explain:
-        _explain(answers, get, extra, items_table)
+        _explain(answers, get, histories, items_table)
     return answers
 
 
@@ -376,6 +467,8 @@ def _categories(items_table: pl.DataFrame | None) -> dict[Any, list[str]]:
 def _user_history(get: Provider, user: Any, extra: Mapping[Any, Any]) -> list[Any]:
     """The user's training items (from any loaded model) plus their new history."""
     items: list[Any] = []
+    new = extra.get(user, [])
+    added = list(new.keys()) if isinstance(new, Mapping) else list(new)
     for name in ("als", "itemknn", "ease", "popularity", "content"):
         model = get(name)
         if model is None:
@@ -383,12 +476,31 @@ def _user_history(get: Provider, user: Any, extra: Mapping[Any, Any]) -> list[An
         users, vocab, user_items = model._fitted()
         idx = users.index([user], missing="mask")[0]
         if idx >= 0:
-            row = user_items[int(idx)]
-            items = vocab.lookup(row.indices).tolist()
+            row = int(idx)
+            items = vocab.lookup(
+                user_items.indices[user_items.indptr[row] : user_items.indptr[row + 1]]
+            ).tolist()
+        if added:
+            # Ids from the web arrive as text: the catalog's type, so titles resolve.
+            added = [
+                v.item() if isinstance(v, np.generic) else v
+                for v in vocab.coerce(np.asarray(added, dtype=object))
+            ]
         break
-    new = extra.get(user, [])
-    items += list(new.keys()) if isinstance(new, Mapping) else list(new)
-    return list(dict.fromkeys(items))
+    return list(dict.fromkeys(items + added))
+
+
+def _unit_vectors(model: Recommender, kind: str) -> NDArray[np.float64]:
+    """The model's item vectors scaled to unit length, once per model (cosine by a dot)."""
+
+    def build() -> NDArray[np.float64]:
+        vectors = model.item_factors_ if kind == "als" else model.embeddings_  # type: ignore[attr-defined]
+        v = np.asarray(vectors, np.float64)
+        norms = np.linalg.norm(v, axis=1, keepdims=True)
+        return np.asarray(v / np.where(norms > 0, norms, 1.0))
+
+    unit: NDArray[np.float64] = _cached(f"unit-{kind}", model, build)
+    return unit
 
 
 def _similarity_rows(model: Recommender, kind: str, hist: list[Any], recs: list[Any]) -> Any:
@@ -407,34 +519,17 @@ def _similarity_rows(model: Recommender, kind: str, hist: list[Any], recs: list[
     elif kind == "ease":
         block = np.asarray(model.weights_[h[hs]][:, r[rs]])  # type: ignore[attr-defined]
     else:
-        vectors = model.item_factors_ if kind == "als" else model.embeddings_  # type: ignore[attr-defined]
-        a, b = np.asarray(vectors[h[hs]], np.float64), np.asarray(vectors[r[rs]], np.float64)
-        na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-        block = (a @ b.T) / np.outer(np.where(na > 0, na, 1), np.where(nb > 0, nb, 1))
+        unit = _unit_vectors(model, kind)
+        block = unit[h[hs]] @ unit[r[rs]].T
     out[np.ix_(hs, rs)] = block
     out[out == 0] = -np.inf  # no relation is no evidence
     return out
 
 
-def explain_items(
-    get: Provider,
-    user_id: Any,
-    items: Sequence[Any],
-    methods: Sequence[str],
-    *,
-    history: History | None = None,
-    items_table: pl.DataFrame | None = None,
-) -> list[list[Reason]]:
-    """Reasons for items already chosen (by the service's own chain, say), one list each."""
-    a = Answer(user_id, list(items), [0.0] * len(items), list(methods))
-    _explain([a], get, dict(history or {}), items_table)
-    return a.reasons
-
-
 def _explain(
     answers: list[Answer],
     get: Provider,
-    extra: Mapping[Any, Any],
+    histories: Sequence[list[Any]],
     items_table: pl.DataFrame | None,
 ) -> None:
     titles = _titles(items_table)
@@ -450,8 +545,7 @@ def _explain(
 
         ranks = _cached("ranks", pop, build_ranks)
 
-    for a in answers:
-        hist = _user_history(get, a.user_id, extra)
+    for a, hist in zip(answers, histories, strict=True):
         cache: dict[str, Any] = {}
 
         def sims_of(
@@ -460,21 +554,26 @@ def _explain(
             # Computed on first need only: one similarity source usually explains them all.
             if kind not in cache:
                 model = get(kind) if hist and a.items else None
-                cache[kind] = (
-                    None if model is None else _similarity_rows(model, kind, hist, a.items)
-                )
+                sims = None if model is None else _similarity_rows(model, kind, hist, a.items)
+                if sims is not None:
+                    # Per recommended item: the history item most like it, and how much.
+                    best = np.argmax(sims, axis=0)
+                    sims = (best, sims[best, np.arange(sims.shape[1])])
+                cache[kind] = sims
             return cache[kind]
 
         a.reasons = []
         for j, (item, method) in enumerate(zip(a.items, a.methods, strict=True)):
             reasons: list[Reason] = []
-            kinds = ("content",) if method == "content" else _CF_SIMILARITY
-            if not method.startswith("popularity"):
+            # A router's item is explained by the model of its route.
+            base = method.split(ROUTE_SEP)[-1]
+            kinds = ("content",) if base == "content" else (*_CF_SIMILARITY, "content")
+            if not base.startswith("popularity"):
                 for kind in kinds:
-                    sims = sims_of(kind)
-                    if sims is None or not np.isfinite(sims[:, j]).any():
+                    found = sims_of(kind)
+                    if found is None or not np.isfinite(found[1][j]):
                         continue
-                    h = int(np.argmax(sims[:, j]))
+                    h = int(found[0][j])
                     source = hist[h]
                     title = titles.get(source, str(source))
                     text = (
@@ -489,7 +588,7 @@ def _explain(
                             {
                                 "item_id": source,
                                 "title": title,
-                                "similarity": round(float(sims[h, j]), 4),
+                                "similarity": round(float(found[1][j]), 4),
                                 "by": kind,
                             },
                         )

@@ -431,6 +431,13 @@ class Router(ComposedRecommender):
         by = {"cold": c.cold, "warm": c.warm, "hot": c.hot}
         return np.asarray([by[s] for s in self.segment_of(lengths)], dtype=object)
 
+    def routes_for(
+        self, user_ids: Sequence[Any] | NDArray[Any], history: History | None = None
+    ) -> list[str]:
+        """The component `recommend` routes each user to (same ids and history rules)."""
+        _, _, rows, _ = self._histories(user_ids, history)
+        return [str(r) for r in self.route(np.diff(rows.indptr))]
+
     def _score(
         self, users: NDArray[np.int64], history: sp.csr_matrix, fold_in: NDArray[np.bool_]
     ) -> NDArray[np.float32]:

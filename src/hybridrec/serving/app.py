@@ -33,7 +33,8 @@ _DESCRIPTION = """\
 Recommendations from the model store's current version, with online updates from the
 events posted here. Strategies: `auto` (router), `hybrid`, `als`, `content`, `two_tower`,
 `ranked`, `popular`, `mixed`; a strategy whose model is not in the served version falls back
-(ALS → content → popular), and the response's `method_used` says what answered.
+(hybrid → ALS → two-tower → content → popular, the same chain as `hybridrec recommend`), and
+each item's `method` and the response's `method_used` say which model answered.
 """
 
 

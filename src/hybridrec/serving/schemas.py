@@ -131,7 +131,29 @@ class VisitorRequest(_Request):
     strategy: Strategy = Strategy.auto
     alpha: float = Field(default=0.8, ge=0.0, le=1.0)
     exclude_seen: bool = True
-    category: list[Label] | None = Field(default=None, max_length=20)
+    category: list[Label] | None = Field(
+        default=None, max_length=20, description="Only items of these categories."
+    )
+    exclude_category: list[Label] | None = Field(
+        default=None, max_length=20, description="No items of these categories."
+    )
+    min_popularity: int | None = Field(
+        default=None, ge=0, description="Only items with at least this many interactions."
+    )
+    mmr: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="Diversity re-ranking lambda (1 = relevance only).",
+    )
+    allow: list[ExternalId] | None = Field(
+        default=None, max_length=10_000, description="Only these items."
+    )
+    deny: list[ExternalId] | None = Field(
+        default=None, max_length=10_000, description="Never these items."
+    )
+    explain: bool = Field(default=True, description="Attach reasons to every item.")
 
 
 class RecommendedItem(BaseModel):

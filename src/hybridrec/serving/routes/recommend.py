@@ -1,15 +1,23 @@
-"""``/recommend``: for a known (or newly seen) user, and for an anonymous visitor."""
+"""``/recommend``: for a known (or newly seen) user, and for an anonymous visitor.
+
+The routes only translate: request → `strategies.recommend` (the library's one answer path)
+→ response. Answering is CPU-bound, so it runs on a small, bounded pool of threads, off the
+event loop: ``/health``, ``/health/ready`` and ``POST /events`` stay fast while
+recommendations saturate the process.
+"""
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Sequence
-from typing import Annotated, Any
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Path, Query, Request
+import anyio
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from hybridrec.bundle import Bundle
-from hybridrec.models.base import ItemFilter
+from hybridrec.models.explain import Rules
 from hybridrec.serving import metrics
 from hybridrec.serving.catalog import catalog_of
 from hybridrec.serving.deps import BundleDep, StateDep
@@ -20,14 +28,37 @@ from hybridrec.serving.schemas import (
     Strategy,
     VisitorRequest,
 )
-from hybridrec.serving.strategies import Answer, ScoredItem, answer
+from hybridrec.serving.strategies import Answer, ScoredItem, recommend
 
-__all__ = ["router"]
+__all__ = ["json_response", "offload", "router"]
 
 router = APIRouter(tags=["recommend"])
 
-# The handlers are ``async`` on purpose: answering is a millisecond of CPU-bound work under
-# the GIL, which a thread-pool round trip would only slow down.
+#: Threads answering at once per process: more only queue on the GIL and slow the loop
+#: (measured on 2 cores: one keeps /health p99 lowest at the same throughput); scale out
+#: with server processes (`--workers`).
+WORKER_THREADS = 1
+_LIMITER: list[anyio.CapacityLimiter] = []
+T = TypeVar("T")
+
+
+async def offload(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run CPU-bound ``func`` on the bounded answer pool (never on the event loop)."""
+    if not _LIMITER:
+        _LIMITER.append(anyio.CapacityLimiter(WORKER_THREADS))
+    return await anyio.to_thread.run_sync(
+        functools.partial(func, *args, **kwargs), limiter=_LIMITER[0]
+    )
+
+
+def json_response(body: RecommendationResponse | Any) -> Response:
+    """The body serialized where it was built (the worker thread), not on the event loop.
+
+    FastAPI would validate a returned model again and walk it with ``jsonable_encoder`` on
+    the loop, which costs about as much as answering an ALS request.
+    """
+    return Response(body.model_dump_json(), media_type="application/json")
+
 
 UserId = Annotated[str, Path(min_length=1, max_length=128, description="The user's id (any text).")]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="How many items.")]
@@ -38,20 +69,17 @@ Category = Annotated[
     list[str] | None,
     Query(max_length=20, description="Only items of these categories (repeatable)."),
 ]
-
-
-def make_filters(
-    bundle: Bundle, categories: list[str] | None, denied: list[str], notes: list[str]
-) -> ItemFilter | None:
-    """Category allow-list and the user's dislikes as one `ItemFilter` (None: no rule)."""
-    allow = None
-    if categories:
-        allow = catalog_of(bundle).in_categories(categories)
-        if not allow:
-            notes.append(f"no items in categories {', '.join(categories)}")
-    if allow is None and not denied:
-        return None
-    return ItemFilter(allow=allow, deny=denied or None)
+ExcludeCategory = Annotated[
+    list[str] | None,
+    Query(max_length=20, description="No items of these categories (repeatable)."),
+]
+MinPopularity = Annotated[
+    int | None, Query(ge=0, description="Only items with at least this many interactions.")
+]
+Mmr = Annotated[
+    float | None, Query(ge=0.0, le=1.0, description="Diversity re-ranking lambda (1 = none).")
+]
+Explain = Annotated[bool, Query(description="Attach reasons to every item.")]
 
 
 def ranked_items(bundle: Bundle, items: Sequence[ScoredItem]) -> list[RecommendedItem]:
@@ -77,7 +105,6 @@ def to_response(
     strategy: Strategy,
     k: int,
     result: Answer,
-    history_items: int,
     notes: list[str],
 ) -> RecommendationResponse:
     """Translate an `Answer` into the response body (titles from the catalog)."""
@@ -91,13 +118,36 @@ def to_response(
         fallback=result.fallback,
         model_version=bundle.version,
         k=k,
-        history_items=history_items,
+        history_items=result.history_items,
         items=ranked_items(bundle, result.items),
         notes=notes + result.notes,
     )
 
 
-def _recommend_user(
+def _answer(
+    bundle: Bundle,
+    *,
+    user_id: str,
+    shown_id: str | None,
+    k: int,
+    strategy: Strategy,
+    alpha: float,
+    rules: Rules,
+    history: dict[str, float],
+    explain: bool,
+    notes: list[str],
+) -> Response:
+    """The whole CPU-bound part of a request: the library's answer and the response body."""
+    if rules.include_categories and not catalog_of(bundle).in_categories(rules.include_categories):
+        notes.append(f"no items in categories {', '.join(rules.include_categories)}")
+    result = recommend(
+        bundle, user_id, k, strategy, alpha=alpha, rules=rules, history=history, explain=explain
+    )
+    body = to_response(bundle, user_id=shown_id, strategy=strategy, k=k, result=result, notes=notes)
+    return json_response(body)
+
+
+async def _recommend_user(
     *,
     request: Request,
     state: StateDep,
@@ -108,29 +158,33 @@ def _recommend_user(
     alpha: float,
     exclude_seen: bool,
     category: list[str] | None,
-) -> RecommendationResponse:
+    exclude_category: list[str] | None = None,
+    min_popularity: int | None = None,
+    mmr: float | None = None,
+    explain: bool = True,
+) -> Response:
     request.state.strategy = strategy.value
     history, denied = state.online.get(user_id)
-    notes: list[str] = []
-    filters = make_filters(bundle, category, denied, notes)
-    result = answer(
-        bundle,
-        user_id,
-        k,
-        strategy,
-        alpha=alpha,
+    rules = Rules(
         exclude_seen=exclude_seen,
-        filters=filters,
-        history=history,
+        include_categories=category or None,
+        exclude_categories=exclude_category or None,
+        deny=denied or None,
+        min_popularity=min_popularity,
+        mmr_lambda=mmr,
     )
-    return to_response(
+    return await offload(
+        _answer,
         bundle,
         user_id=user_id,
-        strategy=strategy,
+        shown_id=user_id,
         k=k,
-        result=result,
-        history_items=len(history),
-        notes=notes,
+        strategy=strategy,
+        alpha=alpha,
+        rules=rules,
+        history=history,
+        explain=explain,
+        notes=[],
     )
 
 
@@ -147,9 +201,13 @@ async def recommend_user(  # noqa: PLR0917 - FastAPI parameters
     alpha: Alpha = 0.8,
     exclude_seen: Annotated[bool, Query(description="Leave out items the user has.")] = True,
     category: Category = None,
-) -> RecommendationResponse:
+    exclude_category: ExcludeCategory = None,
+    min_popularity: MinPopularity = None,
+    mmr: Mmr = None,
+    explain: Explain = True,
+) -> Response:
     """Top-k items for a user. An unknown user gets the cold-start path (not 404)."""
-    return _recommend_user(
+    return await _recommend_user(
         request=request,
         state=state,
         bundle=bundle,
@@ -159,6 +217,10 @@ async def recommend_user(  # noqa: PLR0917 - FastAPI parameters
         alpha=alpha,
         exclude_seen=exclude_seen,
         category=category,
+        exclude_category=exclude_category,
+        min_popularity=min_popularity,
+        mmr=mmr,
+        explain=explain,
     )
 
 
@@ -170,9 +232,9 @@ async def recommend_mixed(  # noqa: PLR0917 - FastAPI parameters
     user_id: UserId,
     k: K = 10,
     alpha: Alpha = 0.8,
-) -> RecommendationResponse:
+) -> Response:
     """Shortcut for ``strategy=mixed``: ALS blended with popularity by ``alpha``."""
-    return _recommend_user(
+    return await _recommend_user(
         request=request,
         state=state,
         bundle=bundle,
@@ -186,37 +248,37 @@ async def recommend_mixed(  # noqa: PLR0917 - FastAPI parameters
 
 
 @router.post("/recommend", response_model=RecommendationResponse)
-async def recommend_visitor(
-    request: Request, bundle: BundleDep, body: VisitorRequest
-) -> RecommendationResponse:
+async def recommend_visitor(request: Request, bundle: BundleDep, body: VisitorRequest) -> Response:
     """Top-k items for a visitor with no id, from the items they just looked at (fold-in)."""
     request.state.strategy = body.strategy.value
     notes: list[str] = []
     if body.attributes:
         notes.append("attributes are not used by the models of this version")
-    history: dict[Any, float] = {}
+    history: dict[str, float] = {}
     for item in body.item_ids:
         key = str(item)
         history[key] = history.get(key, 0.0) + 1.0
-    filters = make_filters(bundle, body.category, [], notes)
+    rules = Rules(
+        exclude_seen=body.exclude_seen,
+        include_categories=body.category or None,
+        exclude_categories=body.exclude_category or None,
+        allow=None if body.allow is None else [str(i) for i in body.allow],
+        deny=[str(i) for i in body.deny] if body.deny else None,
+        min_popularity=body.min_popularity,
+        mmr_lambda=body.mmr,
+    )
     # An id no vocabulary can hold, so the visitor is always folded in from ``item_ids``.
     visitor = f"visitor:{uuid.uuid4().hex}"
-    result = answer(
+    return await offload(
+        _answer,
         bundle,
-        visitor,
-        body.k,
-        body.strategy,
-        alpha=body.alpha,
-        exclude_seen=body.exclude_seen,
-        filters=filters,
-        history=history,
-    )
-    return to_response(
-        bundle,
-        user_id=None,
-        strategy=body.strategy,
+        user_id=visitor,
+        shown_id=None,
         k=body.k,
-        result=result,
-        history_items=len(history),
+        strategy=body.strategy,
+        alpha=body.alpha,
+        rules=rules,
+        history=history,
+        explain=body.explain,
         notes=notes,
     )

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, status
 
 from hybridrec.errors import UnknownIdError
 from hybridrec.serving.deps import BundleDep
-from hybridrec.serving.routes.recommend import ranked_items
+from hybridrec.serving.routes.recommend import offload, ranked_items
 from hybridrec.serving.schemas import MAX_K, SimilarMethod, SimilarResponse
 from hybridrec.serving.strategies import similar
 
@@ -33,7 +33,7 @@ async def similar_item(
 ) -> SimilarResponse:
     """The k items most similar to ``item_id``; an unknown item is a 404."""
     try:
-        result = similar(bundle, item_id, k, method)
+        result = await offload(similar, bundle, item_id, k, method)
     except UnknownIdError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     return SimilarResponse(
