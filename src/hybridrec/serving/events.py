@@ -28,6 +28,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from hybridrec.errors import HybridrecError
 
 __all__ = [
+    "ID_MAX_LENGTH",
+    "LABEL_MAX_LENGTH",
     "VERSION_TABLE",
     "DatabaseUnavailableError",
     "EventRow",
@@ -47,6 +49,12 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 # Serializes concurrent migrations of one PostgreSQL database (any constant works).
 _PG_LOCK_KEY = 0x68796272
 
+#: Longest user / item id (and model version) the store's columns hold, in characters; the
+#: API validates ids against the same numbers, so no id reaches a column it does not fit.
+ID_MAX_LENGTH = 128
+#: Longest feedback ``source`` (a method name) the store holds.
+LABEL_MAX_LENGTH = 64
+
 metadata = sa.MetaData()
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
@@ -55,8 +63,8 @@ events = sa.Table(
     "events",
     metadata,
     sa.Column("id", _ID, primary_key=True),
-    sa.Column("user_id", sa.String(128), nullable=False),
-    sa.Column("item_id", sa.String(128), nullable=False),
+    sa.Column("user_id", sa.String(ID_MAX_LENGTH), nullable=False),
+    sa.Column("item_id", sa.String(ID_MAX_LENGTH), nullable=False),
     sa.Column("event_type", sa.String(32), nullable=False),
     sa.Column("weight", sa.Float(), nullable=False),
     sa.Column("ts", sa.Float(), nullable=False),
@@ -68,11 +76,11 @@ feedback = sa.Table(
     "feedback",
     metadata,
     sa.Column("id", _ID, primary_key=True),
-    sa.Column("user_id", sa.String(128), nullable=False),
-    sa.Column("item_id", sa.String(128), nullable=False),
+    sa.Column("user_id", sa.String(ID_MAX_LENGTH), nullable=False),
+    sa.Column("item_id", sa.String(ID_MAX_LENGTH), nullable=False),
     sa.Column("value", sa.String(8), nullable=False),
-    sa.Column("source", sa.String(64), nullable=True),
-    sa.Column("model_version", sa.String(128), nullable=True),
+    sa.Column("source", sa.String(LABEL_MAX_LENGTH), nullable=True),
+    sa.Column("model_version", sa.String(ID_MAX_LENGTH), nullable=True),
     sa.Column("ts", sa.Float(), nullable=False),
     sa.Column("received_at", sa.Float(), nullable=False),
     sa.Index("ix_feedback_user_id", "user_id"),

@@ -13,8 +13,10 @@ from hybridrec.models.base import ItemFilter
 from hybridrec.serving import metrics
 from hybridrec.serving.catalog import catalog_of
 from hybridrec.serving.deps import BundleDep, StateDep
+from hybridrec.serving.events import ID_MAX_LENGTH
 from hybridrec.serving.schemas import (
     MAX_K,
+    TEXT_PATTERN,
     RecommendationResponse,
     RecommendedItem,
     Strategy,
@@ -29,7 +31,15 @@ router = APIRouter(tags=["recommend"])
 # The handlers are ``async`` on purpose: answering is a millisecond of CPU-bound work under
 # the GIL, which a thread-pool round trip would only slow down.
 
-UserId = Annotated[str, Path(min_length=1, max_length=128, description="The user's id (any text).")]
+UserId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=ID_MAX_LENGTH,
+        pattern=TEXT_PATTERN,
+        description="The user's id (any text).",
+    ),
+]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="How many items.")]
 Alpha = Annotated[
     float, Query(ge=0.0, le=1.0, description="mixed: weight of ALS against popularity.")
@@ -52,6 +62,16 @@ def make_filters(
     if allow is None and not denied:
         return None
     return ItemFilter(allow=allow, deny=denied or None)
+
+
+def clamp_k(bundle: Bundle, k: int, notes: list[str]) -> int:
+    """``k`` capped at the number of items the served version knows (with a note if it was)."""
+    counts = [int(m.get("items") or 0) for m in bundle.manifest.get("models", {}).values()]
+    n_items = max([*counts, bundle.items.height if bundle.items is not None else 0, 1])
+    if k > n_items:
+        notes.append(f"k={k} is more than the {n_items} items; answered k={n_items}")
+        return n_items
+    return k
 
 
 def ranked_items(bundle: Bundle, items: Sequence[ScoredItem]) -> list[RecommendedItem]:
@@ -112,6 +132,7 @@ def _recommend_user(
     request.state.strategy = strategy.value
     history, denied = state.online.get(user_id)
     notes: list[str] = []
+    k = clamp_k(bundle, k, notes)
     filters = make_filters(bundle, category, denied, notes)
     result = answer(
         bundle,
@@ -192,6 +213,7 @@ async def recommend_visitor(
     """Top-k items for a visitor with no id, from the items they just looked at (fold-in)."""
     request.state.strategy = body.strategy.value
     notes: list[str] = []
+    k = clamp_k(bundle, body.k, notes)
     if body.attributes:
         notes.append("attributes are not used by the models of this version")
     history: dict[Any, float] = {}
@@ -204,7 +226,7 @@ async def recommend_visitor(
     result = answer(
         bundle,
         visitor,
-        body.k,
+        k,
         body.strategy,
         alpha=body.alpha,
         exclude_seen=body.exclude_seen,
@@ -215,7 +237,7 @@ async def recommend_visitor(
         bundle,
         user_id=None,
         strategy=body.strategy,
-        k=body.k,
+        k=k,
         result=result,
         history_items=len(history),
         notes=notes,
