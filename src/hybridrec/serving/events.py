@@ -25,7 +25,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from hybridrec.errors import HybridrecError
+from hybridrec.errors import ConfigError, HybridrecError
 
 __all__ = [
     "ID_MAX_LENGTH",
@@ -143,8 +143,31 @@ def database_url(url: str | None, data_dir: Path) -> str:
     return url
 
 
+#: Backends the migrations are written and tested for.
+_BACKENDS = ("sqlite", "postgresql")
+_EXAMPLES = "sqlite:///path/events.db or postgresql://user@host:5432/db"
+
+
 def _make_engine(url: str) -> Engine:
-    parsed = sa.make_url(url)
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        # Not echoed: a malformed URL may still hold a password.
+        raise ConfigError(f"cannot parse the database URL; expected e.g. {_EXAMPLES}") from None
+    backend = parsed.get_backend_name()
+    shown = parsed.render_as_string(hide_password=True)
+    if backend not in _BACKENDS:
+        raise ConfigError(
+            f"unsupported database {shown!r}: the event store runs on "
+            f"{' or '.join(_BACKENDS)} (e.g. {_EXAMPLES})"
+        )
+    try:
+        return _create_engine(url, parsed)
+    except (ImportError, sa.exc.NoSuchModuleError, sa.exc.ArgumentError) as exc:
+        raise ConfigError(f"database {shown!r}: driver not available ({exc})") from None
+
+
+def _create_engine(url: str, parsed: sa.URL) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         engine = sa.create_engine(
             url, connect_args={"timeout": 10, "check_same_thread": False}, pool_pre_ping=True
