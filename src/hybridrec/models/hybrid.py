@@ -287,19 +287,19 @@ class Hybrid(ComposedRecommender):
 
     def _similar_scores(self, items: NDArray[np.int64]) -> NDArray[np.float32]:
         total = np.zeros((items.size, len(self._fitted()[1])), np.float64)
-        answered = []
+        failed = []
         for name, w in self.weights.items():
             try:
                 s = np.asarray(_similar_in(self, self.components_[name], items), np.float64)
             except HybridrecError as exc:
-                answered.append(f"{name}: {exc}")
+                failed.append(f"{name}: {exc}")
                 continue
             mask = np.isfinite(s)
             mask[np.arange(items.size), items] = False
             total += w * normalize_scores(s, mask, "minmax")
-        if len(answered) == len(self.weights):
+        if len(failed) == len(self.weights):
             raise HybridrecError(
-                f"model {self.name!r}: no component supports similar_items ({'; '.join(answered)})"
+                f"model {self.name!r}: no component supports similar_items ({'; '.join(failed)})"
             )
         return total.astype(np.float32)
 
