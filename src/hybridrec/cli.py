@@ -450,6 +450,7 @@ def recommend(
         raise DataError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
     pipeline = load_pipeline(model_dir, version)
     rec = pipeline.model(model)
+    k = _clamp_k(k, rec, pipeline.items)
     history: dict[Any, list[Any]] = {}
     if user:
         ids: list[Any] = list(rec._fitted()[0].coerce(np.asarray(user)).tolist())
@@ -499,6 +500,15 @@ def recommend(
 CHAIN_DEFAULT = ("hybrid", "als", "two_tower", "content", "popularity")
 
 
+def _clamp_k(k: int, model: Any, items: pl.DataFrame | None) -> int:
+    """``k`` capped at the number of items there are (with a note on stderr when it was)."""
+    n_items = max(len(model._fitted()[1]), items.height if items is not None else 0, 1)
+    if k > n_items:
+        err.print(f"note: -k {k} is more than the {n_items} items; using -k {n_items}")
+        return n_items
+    return k
+
+
 def _print_ranked(frame: pl.DataFrame, items: pl.DataFrame | None, key: str) -> None:
     if items is not None and "title" in items.columns:
         titles = items.select(pl.col("item_id").cast(frame["item_id"].dtype), "title")
@@ -527,7 +537,9 @@ def similar(
     if k <= 0:
         raise DataError(f"-k must be a positive integer (got {k})")
     pipeline = load_pipeline(model_dir, version)
-    result = pipeline.model(model).similar_items(np.asarray(item), k)
+    rec = pipeline.model(model)
+    k = _clamp_k(k, rec, pipeline.items)
+    result = rec.similar_items(np.asarray(item), k)
     frame = result.to_frame("query_item_id")
     _print_ranked(frame, pipeline.items, "query_item_id")
 

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     #: retraining anyway), and at most how many items per user are kept.
     online_history_seconds: float = Field(default=7 * 86_400.0, gt=0)
     online_history_items: int = Field(default=500, ge=1)
+    #: Largest request body accepted, in bytes (streamed bodies are counted as they come);
+    #: a larger one is answered 413.
+    max_body_bytes: int = Field(default=1_000_000, ge=1)
 
 
 class _Strict(BaseModel):
@@ -241,6 +244,11 @@ def load_config(path: str | Path | None) -> PipelineConfig:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}); TOML files must be UTF-8"
+        ) from None
     try:
         cfg = PipelineConfig.model_validate(raw)
     except ValidationError as exc:

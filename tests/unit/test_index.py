@@ -33,9 +33,16 @@ def test_flat_is_exact(data):
     index = VectorIndex.build(x, IndexParams(kind="flat"))
     assert index.kind == "flat" and len(index) == 4000 and index.dim == 32
     scores, ids = index.search(q, 10)
-    want = exact_top(x, q, 10)
-    np.testing.assert_array_equal(ids[:, 0], want[:, 0])
-    np.testing.assert_allclose(scores, np.take_along_axis(q @ x.T, ids, axis=1), rtol=1e-5)
+    exact = q @ x.T
+    # FAISS's and numpy's kernels round differently (AVX2 vs AVX-512): near-ties may swap, so
+    # the k scores must be numpy's top k (as values), and the items found must score them.
+    want = np.sort(exact, axis=1)[:, ::-1][:, :10]
+    np.testing.assert_allclose(scores, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores, np.take_along_axis(exact, ids, axis=1), rtol=1e-5)
+    top = exact_top(x, q, 10)
+    gap = want[:, 0] - want[:, 1]
+    clear = gap > 1e-4  # a clear winner must be found first
+    np.testing.assert_array_equal(ids[clear, 0], top[clear, 0])
     assert np.all(np.diff(scores, axis=1) <= 1e-7)
 
 

@@ -69,6 +69,10 @@ def _normalize_id(df: pl.DataFrame, column: str, source: str) -> pl.DataFrame:
     raise DataError(f"{source}: column '{column}' has type {col.dtype}; ids must be ints or text")
 
 
+#: The largest float32 (numpy.finfo(numpy.float32).max).
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _to_float(df: pl.DataFrame, column: str, source: str) -> pl.DataFrame:
     col = df[column]
     if col.dtype == pl.String:
@@ -85,25 +89,47 @@ def _to_float(df: pl.DataFrame, column: str, source: str) -> pl.DataFrame:
         raise _fail(source, column, df, col.is_null(), "missing value")
     if not col.is_finite().all():
         raise _fail(source, column, df, ~col.is_finite(), "not a finite number")
+    # The models hold weights as float32; a larger value would become infinity there.
+    huge = col.abs() > _FLOAT32_MAX
+    if huge.any():
+        raise _fail(source, column, df, huge, f"too large (at most {_FLOAT32_MAX:.4g})")
     return df.with_columns(col.alias(column))
+
+
+#: Timestamps (Unix seconds) from year 1 to year 9999: every date and time type holds them,
+#: and anything outside is a unit mix-up or garbage, not a time.
+_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
+
+
+def _check_seconds(df: pl.DataFrame, seconds: pl.Series, source: str) -> None:
+    as_float = seconds.cast(pl.Float64)
+    bad = ((as_float < _MIN_SECONDS) | (as_float > _MAX_SECONDS)).fill_null(False)
+    if bad.any():
+        raise _fail(
+            source, "timestamp", df, bad, "timestamp out of range (years 1 to 9999, in seconds)"
+        )
 
 
 def _to_timestamp(df: pl.DataFrame, source: str) -> pl.DataFrame:
     """Accept integer seconds, numeric strings, or ISO datetimes; store Int64 seconds."""
     col = df["timestamp"]
     if col.dtype.is_integer():
+        _check_seconds(df, col, source)
         out = col.cast(pl.Int64)
     elif col.dtype.is_float():
         # pandas writes missing times as NaN: treat them as missing, but infinity is an error.
         col = col.fill_nan(None)
         if col.is_infinite().any():
             raise _fail(source, "timestamp", df, col.is_infinite().fill_null(False), "infinite")
+        _check_seconds(df, col, source)
         out = col.floor().cast(pl.Int64)
     elif isinstance(col.dtype, pl.Datetime | pl.Date):
         out = col.cast(pl.Datetime("ms")).dt.epoch("s")
     elif col.dtype == pl.String:
         s = col.str.strip_chars()
-        out = s.cast(pl.Float64, strict=False).floor().cast(pl.Int64)
+        numbers = s.cast(pl.Float64, strict=False)
+        _check_seconds(df, numbers, source)
+        out = numbers.floor().cast(pl.Int64, strict=False)
         text = out.is_null() & s.is_not_null() & (s != "")
         if text.any():
             # Parse as dates only the values that are not numbers; polars guesses the format

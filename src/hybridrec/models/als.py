@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 
 from hybridrec.data.dataset import InteractionData
 from hybridrec.data.matrix import Weighter, Weighting
-from hybridrec.errors import ConfigError
+from hybridrec.errors import ConfigError, DataError
 from hybridrec.models.base import ModelConfig, Recommender
 from hybridrec.models.footprint import DENSE_FLOPS, DataShape, Footprint
 from hybridrec.models.registry import register
@@ -92,6 +92,7 @@ class ALS(Recommender):
 
     def _fit(self, data: InteractionData) -> None:
         from implicit.als import AlternatingLeastSquares
+        from implicit.recommender_base import ModelFitError
 
         c = self.config
         if c.use_gpu and not cuda_available():
@@ -114,7 +115,15 @@ class ALS(Recommender):
                 random_state=c.random_state,
                 num_threads=c.num_threads,
             )
-            model.fit(x, show_progress=False)
+            try:
+                model.fit(x, show_progress=False)
+            except ModelFitError as exc:
+                # Weights so large (or so spread) that float32 overflows in the solver.
+                top = float(x.data.max()) if x.nnz else 0.0
+                raise DataError(
+                    f"als: training diverged ({exc}); the largest confidence weight is "
+                    f"{top:.4g}: scale the weights down or use implicit = 'confidence'"
+                ) from None
         if use_gpu:
             model = model.to_cpu()
         self.model_ = model

@@ -23,7 +23,9 @@ Contract (every recommender passes the shared test suite in ``tests/unit/test_co
     need a history (popularity) answer everyone, and models that learned a representation
     of each known user (ALS factors) answer known users even when their stored history is
     empty (factors imported without interactions).
-  * Rows may hold fewer than ``k`` items when filters or the catalog leave fewer.
+  * Rows may hold fewer than ``k`` items when filters or the catalog leave fewer; ``k`` is
+    capped at the catalog size (the batch has ``min(k, n_items)`` columns), so a huge ``k``
+    never allocates more than the catalog.
 - ``similar_items(item_ids, k)`` returns, per query item, the ``k`` most similar other items;
   an unknown item raises `UnknownIdError`.
 - ``save(path)`` writes the config and learned state in one file, atomically;
@@ -156,6 +158,7 @@ def topk_rows(scores: NDArray[np.floating[Any]], k: int) -> tuple[NDArray[np.int
     """
     n, m = scores.shape
     kk = min(k, m)
+    k = min(k, max(m, 1))
     out_idx = np.full((n, k), -1, np.int64)
     out_val = np.full((n, k), -np.inf, np.float32)
     if kk == 0 or n == 0:
@@ -312,6 +315,9 @@ class Recommender(ABC):
         items = self._fitted()[1]
         allowed = filters.mask(items) if filters else None
         n_items = len(items)
+        # No row can hold more items than the catalog: k is capped there, so a huge k
+        # allocates nothing more than the catalog (rows are padded only up to it).
+        k = min(k, max(n_items, 1))
         block = max(1, _BLOCK_CELLS // max(n_items, 1))
         out_idx = np.full((ids.size, k), -1, np.int64)
         out_val = np.full((ids.size, k), -np.inf, np.float32)
@@ -356,6 +362,8 @@ class Recommender(ABC):
         items = self._fitted()[1]
         ids = items.coerce(np.asarray(item_ids).ravel())
         idx = items.index(ids)
+        # Every other item at most (the query item is excluded), as in `recommend`.
+        k = min(k, max(len(items) - 1, 1))
         block = max(1, _BLOCK_CELLS // max(len(items), 1))
         out_idx = np.full((ids.size, k), -1, np.int64)
         out_val = np.full((ids.size, k), -np.inf, np.float32)

@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from pydantic import Field, model_validator
 
 from hybridrec.data.dataset import InteractionData
-from hybridrec.errors import ConfigError
+from hybridrec.errors import ConfigError, HybridrecError
 from hybridrec.models.base import (
     History,
     ItemFilter,
@@ -287,15 +287,36 @@ class Hybrid(ComposedRecommender):
 
     def _similar_scores(self, items: NDArray[np.int64]) -> NDArray[np.float32]:
         total = np.zeros((items.size, len(self._fitted()[1])), np.float64)
+        failed = []
         for name, w in self.weights.items():
             try:
-                s = np.asarray(self.components_[name]._similar_scores(items), np.float64)
-            except Exception:
+                s = np.asarray(_similar_in(self, self.components_[name], items), np.float64)
+            except HybridrecError as exc:
+                failed.append(f"{name}: {exc}")
                 continue
             mask = np.isfinite(s)
             mask[np.arange(items.size), items] = False
             total += w * normalize_scores(s, mask, "minmax")
+        if len(failed) == len(self.weights):
+            raise HybridrecError(
+                f"model {self.name!r}: no component supports similar_items ({'; '.join(failed)})"
+            )
         return total.astype(np.float32)
+
+
+def _similar_in(
+    model: Recommender, component: Recommender, items: NDArray[np.int64]
+) -> NDArray[np.float32]:
+    """A component's item similarities in ``model``'s columns.
+
+    A component over a larger item vocabulary (content: the whole catalog) is asked about
+    its own indices of the query items and answers in its columns, which are mapped back.
+    """
+    own, mine = component._fitted()[1], model._fitted()[1]
+    if own == mine:
+        return component._similar_scores(items)
+    cols = own.index(mine.ids)
+    return np.asarray(component._similar_scores(cols[items]), np.float32)[:, cols]
 
 
 def blend(
@@ -449,7 +470,18 @@ class Router(ComposedRecommender):
         return out
 
     def _similar_scores(self, items: NDArray[np.int64]) -> NDArray[np.float32]:
-        return self.components_[self.config.hot]._similar_scores(items)
+        # Item similarity has no user segment: the first component (warm, hot, then cold:
+        # the collaborative ones first) that supports it answers.
+        c = self.config
+        failed = []
+        for name in dict.fromkeys([c.warm, c.hot, c.cold]):
+            try:
+                return _similar_in(self, self.components_[name], items)
+            except HybridrecError as exc:
+                failed.append(f"{name}: {exc}")
+        raise HybridrecError(
+            f"model {self.name!r}: no component supports similar_items ({'; '.join(failed)})"
+        )
 
 
 def component_order(names: Sequence[str], available: Sequence[str]) -> list[str]:

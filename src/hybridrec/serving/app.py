@@ -20,6 +20,7 @@ from hybridrec import __version__
 from hybridrec.config import Settings
 from hybridrec.errors import HybridrecError, UnknownIdError
 from hybridrec.serving.events import DatabaseUnavailableError, EventStore
+from hybridrec.serving.limits import BodyLimitMiddleware
 from hybridrec.serving.metrics import MetricsMiddleware
 from hybridrec.serving.routes import ROUTERS
 from hybridrec.serving.service import ModelService
@@ -52,7 +53,8 @@ def create_app(
             start when it is not loaded yet.
         store: The event store (default: from the settings).
     """
-    state = AppState(settings or Settings(), service, store)
+    settings = settings or Settings()
+    state = AppState(settings, service, store)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -69,6 +71,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.hybridrec = state
+    # Inside the metrics middleware, so refused requests (413, 422) are counted too.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     for router in ROUTERS:
         app.include_router(router)

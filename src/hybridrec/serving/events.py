@@ -25,9 +25,11 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from hybridrec.errors import HybridrecError
+from hybridrec.errors import ConfigError, HybridrecError
 
 __all__ = [
+    "ID_MAX_LENGTH",
+    "LABEL_MAX_LENGTH",
     "VERSION_TABLE",
     "DatabaseUnavailableError",
     "EventRow",
@@ -47,6 +49,12 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 # Serializes concurrent migrations of one PostgreSQL database (any constant works).
 _PG_LOCK_KEY = 0x68796272
 
+#: Longest user / item id (and model version) the store's columns hold, in characters; the
+#: API validates ids against the same numbers, so no id reaches a column it does not fit.
+ID_MAX_LENGTH = 128
+#: Longest feedback ``source`` (a method name) the store holds.
+LABEL_MAX_LENGTH = 64
+
 metadata = sa.MetaData()
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
@@ -55,8 +63,8 @@ events = sa.Table(
     "events",
     metadata,
     sa.Column("id", _ID, primary_key=True),
-    sa.Column("user_id", sa.String(128), nullable=False),
-    sa.Column("item_id", sa.String(128), nullable=False),
+    sa.Column("user_id", sa.String(ID_MAX_LENGTH), nullable=False),
+    sa.Column("item_id", sa.String(ID_MAX_LENGTH), nullable=False),
     sa.Column("event_type", sa.String(32), nullable=False),
     sa.Column("weight", sa.Float(), nullable=False),
     sa.Column("ts", sa.Float(), nullable=False),
@@ -68,11 +76,11 @@ feedback = sa.Table(
     "feedback",
     metadata,
     sa.Column("id", _ID, primary_key=True),
-    sa.Column("user_id", sa.String(128), nullable=False),
-    sa.Column("item_id", sa.String(128), nullable=False),
+    sa.Column("user_id", sa.String(ID_MAX_LENGTH), nullable=False),
+    sa.Column("item_id", sa.String(ID_MAX_LENGTH), nullable=False),
     sa.Column("value", sa.String(8), nullable=False),
-    sa.Column("source", sa.String(64), nullable=True),
-    sa.Column("model_version", sa.String(128), nullable=True),
+    sa.Column("source", sa.String(LABEL_MAX_LENGTH), nullable=True),
+    sa.Column("model_version", sa.String(ID_MAX_LENGTH), nullable=True),
     sa.Column("ts", sa.Float(), nullable=False),
     sa.Column("received_at", sa.Float(), nullable=False),
     sa.Index("ix_feedback_user_id", "user_id"),
@@ -135,8 +143,31 @@ def database_url(url: str | None, data_dir: Path) -> str:
     return url
 
 
+#: Backends the migrations are written and tested for.
+_BACKENDS = ("sqlite", "postgresql")
+_EXAMPLES = "sqlite:///path/events.db or postgresql://user@host:5432/db"
+
+
 def _make_engine(url: str) -> Engine:
-    parsed = sa.make_url(url)
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        # Not echoed: a malformed URL may still hold a password.
+        raise ConfigError(f"cannot parse the database URL; expected e.g. {_EXAMPLES}") from None
+    backend = parsed.get_backend_name()
+    shown = parsed.render_as_string(hide_password=True)
+    if backend not in _BACKENDS:
+        raise ConfigError(
+            f"unsupported database {shown!r}: the event store runs on "
+            f"{' or '.join(_BACKENDS)} (e.g. {_EXAMPLES})"
+        )
+    try:
+        return _create_engine(url, parsed)
+    except (ImportError, sa.exc.NoSuchModuleError, sa.exc.ArgumentError) as exc:
+        raise ConfigError(f"database {shown!r}: driver not available ({exc})") from None
+
+
+def _create_engine(url: str, parsed: sa.URL) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         engine = sa.create_engine(
             url, connect_args={"timeout": 10, "check_same_thread": False}, pool_pre_ping=True

@@ -12,9 +12,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
+from hybridrec.serving.events import ID_MAX_LENGTH, LABEL_MAX_LENGTH
 from hybridrec.serving.strategies import SimilarMethod, Strategy
 
 __all__ = [
+    "TEXT_PATTERN",
     "EventIn",
     "EventType",
     "EventsAccepted",
@@ -32,12 +34,20 @@ __all__ = [
     "VisitorRequest",
 ]
 
-#: Printable text without control characters (PostgreSQL text cannot hold NUL).
-_TEXT = r"^[^\x00-\x1f\x7f]+$"
-IdText = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=_TEXT)]
-#: An external id: a JSON string or integer.
-ExternalId = Annotated[StrictInt | IdText, Field(description="An id, as a string or integer.")]
-Label = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_TEXT)]
+#: Printable text without control characters (PostgreSQL text cannot hold NUL). Lone UTF-16
+#: surrogates never get here: the body check (`serving.limits`) answers them 422.
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+IdText = Annotated[
+    str, StringConstraints(min_length=1, max_length=ID_MAX_LENGTH, pattern=TEXT_PATTERN)
+]
+#: The largest integer id whose text fits the store's id columns.
+_MAX_INT_ID = 10 ** (ID_MAX_LENGTH - 1) - 1
+IdInt = Annotated[StrictInt, Field(ge=-_MAX_INT_ID, le=_MAX_INT_ID)]
+#: An external id: a JSON string or integer (its text at most `ID_MAX_LENGTH` characters).
+ExternalId = Annotated[IdInt | IdText, Field(description="An id, as a string or integer.")]
+Label = Annotated[
+    str, StringConstraints(min_length=1, max_length=LABEL_MAX_LENGTH, pattern=TEXT_PATTERN)
+]
 MAX_K = 1000
 MAX_BATCH = 1000
 
@@ -105,7 +115,9 @@ class FeedbackIn(_Request):
     source: Label | None = Field(
         default=None, description="The method that recommended the item (its `method`)."
     )
-    model_version: Annotated[str, StringConstraints(max_length=128, pattern=_TEXT)] | None = None
+    model_version: (
+        Annotated[str, StringConstraints(max_length=ID_MAX_LENGTH, pattern=TEXT_PATTERN)] | None
+    ) = None
     timestamp: datetime | None = None
 
 

@@ -21,8 +21,10 @@ from hybridrec.models.explain import Rules
 from hybridrec.serving import metrics
 from hybridrec.serving.catalog import catalog_of
 from hybridrec.serving.deps import BundleDep, StateDep
+from hybridrec.serving.events import ID_MAX_LENGTH
 from hybridrec.serving.schemas import (
     MAX_K,
+    TEXT_PATTERN,
     RecommendationResponse,
     RecommendedItem,
     Strategy,
@@ -60,7 +62,15 @@ def json_response(body: RecommendationResponse | Any) -> Response:
     return Response(body.model_dump_json(), media_type="application/json")
 
 
-UserId = Annotated[str, Path(min_length=1, max_length=128, description="The user's id (any text).")]
+UserId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=ID_MAX_LENGTH,
+        pattern=TEXT_PATTERN,
+        description="The user's id (any text).",
+    ),
+]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="How many items.")]
 Alpha = Annotated[
     float, Query(ge=0.0, le=1.0, description="mixed: weight of ALS against popularity.")
@@ -80,6 +90,16 @@ Mmr = Annotated[
     float | None, Query(ge=0.0, le=1.0, description="Diversity re-ranking lambda (1 = none).")
 ]
 Explain = Annotated[bool, Query(description="Attach reasons to every item.")]
+
+
+def clamp_k(bundle: Bundle, k: int, notes: list[str]) -> int:
+    """``k`` capped at the number of items the served version knows (with a note if it was)."""
+    counts = [int(m.get("items") or 0) for m in bundle.manifest.get("models", {}).values()]
+    n_items = max([*counts, bundle.items.height if bundle.items is not None else 0, 1])
+    if k > n_items:
+        notes.append(f"k={k} is more than the {n_items} items; answered k={n_items}")
+        return n_items
+    return k
 
 
 def ranked_items(bundle: Bundle, items: Sequence[ScoredItem]) -> list[RecommendedItem]:
@@ -165,6 +185,8 @@ async def _recommend_user(
 ) -> Response:
     request.state.strategy = strategy.value
     history, denied = state.online.get(user_id)
+    notes: list[str] = []
+    k = clamp_k(bundle, k, notes)
     rules = Rules(
         exclude_seen=exclude_seen,
         include_categories=category or None,
@@ -184,7 +206,7 @@ async def _recommend_user(
         rules=rules,
         history=history,
         explain=explain,
-        notes=[],
+        notes=notes,
     )
 
 
@@ -252,6 +274,7 @@ async def recommend_visitor(request: Request, bundle: BundleDep, body: VisitorRe
     """Top-k items for a visitor with no id, from the items they just looked at (fold-in)."""
     request.state.strategy = body.strategy.value
     notes: list[str] = []
+    k = clamp_k(bundle, body.k, notes)
     if body.attributes:
         notes.append("attributes are not used by the models of this version")
     history: dict[str, float] = {}
@@ -274,7 +297,7 @@ async def recommend_visitor(request: Request, bundle: BundleDep, body: VisitorRe
         bundle,
         user_id=visitor,
         shown_id=None,
-        k=body.k,
+        k=k,
         strategy=body.strategy,
         alpha=body.alpha,
         rules=rules,

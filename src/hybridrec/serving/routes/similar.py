@@ -8,15 +8,21 @@ from fastapi import APIRouter, HTTPException, Path, Query, status
 
 from hybridrec.errors import UnknownIdError
 from hybridrec.serving.deps import BundleDep
-from hybridrec.serving.routes.recommend import offload, ranked_items
-from hybridrec.serving.schemas import MAX_K, SimilarMethod, SimilarResponse
+from hybridrec.serving.events import ID_MAX_LENGTH
+from hybridrec.serving.routes.recommend import clamp_k, offload, ranked_items
+from hybridrec.serving.schemas import MAX_K, TEXT_PATTERN, SimilarMethod, SimilarResponse
 from hybridrec.serving.strategies import similar
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["similar"])
 
-ItemId = Annotated[str, Path(min_length=1, max_length=128, description="The item's id.")]
+ItemId = Annotated[
+    str,
+    Path(
+        min_length=1, max_length=ID_MAX_LENGTH, pattern=TEXT_PATTERN, description="The item's id."
+    ),
+]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="How many items.")]
 Method = Annotated[
     SimilarMethod, Query(description="cf (interactions), content, or hybrid (both).")
@@ -32,6 +38,8 @@ async def similar_item(
     bundle: BundleDep, item_id: ItemId, k: K = 10, method: Method = SimilarMethod.cf
 ) -> SimilarResponse:
     """The k items most similar to ``item_id``; an unknown item is a 404."""
+    notes: list[str] = []
+    k = clamp_k(bundle, k, notes)
     try:
         result = await offload(similar, bundle, item_id, k, method)
     except UnknownIdError as exc:
@@ -43,7 +51,7 @@ async def similar_item(
         model_version=bundle.version,
         k=k,
         items=ranked_items(bundle, result.items),
-        notes=result.notes,
+        notes=notes + result.notes,
     )
 
 
