@@ -81,7 +81,11 @@ def assert_error(ran: Ran, pattern: str) -> str:
     """Exit code 2, no traceback, exactly one ``error: ...`` line matching ``pattern``."""
     assert "Traceback" not in ran.stderr, ran.stderr
     assert ran.code == 2, f"exit {ran.code}\nstdout:\n{ran.stdout}\nstderr:\n{ran.stderr}"
-    lines = [line for line in ran.stderr.splitlines() if line.strip()]
+    # The preparation summary ("data: ...") is printed before training starts, so a failure
+    # in training comes after it; it is information, not part of the error.
+    lines = [
+        line for line in ran.stderr.splitlines() if line.strip() and not line.startswith("data: ")
+    ]
     assert len(lines) == 1, f"expected one error line, got:\n{ran.stderr}"
     assert ERROR_LINE.match(lines[0]), lines[0]
     assert re.search(pattern, lines[0]), f"{pattern!r} not in {lines[0]!r}"
