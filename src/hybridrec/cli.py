@@ -705,11 +705,13 @@ def bundle_info(model_dir: ModelDirOpt = Path("models"), version: VersionOpt = N
 def bundle_verify(model_dir: ModelDirOpt = Path("models"), version: VersionOpt = None) -> None:
     """Check every file's SHA-256 and that every part loads; print what is inside."""
     from hybridrec.bundle import Bundle
-    from hybridrec.bundle.bundle import read_manifest
+    from hybridrec.bundle.bundle import MANIFEST, read_manifest
     from hybridrec.bundle.format import verify_files
+    from hybridrec.bundle.safety import check_signature
 
     path = _store(model_dir).path(version)
     manifest = read_manifest(path)
+    signature = check_signature(path, (path / MANIFEST).read_bytes())
     start = time.perf_counter()
     verify_files(path, manifest["files"], whole=True)
     bundle = Bundle.open(path, verify=False, eager=list(manifest["parts"]))
@@ -729,7 +731,7 @@ def bundle_verify(model_dir: ModelDirOpt = Path("models"), version: VersionOpt =
     top = summary["top_n_rows"]
     out.print(
         f"OK {bundle.version} created {bundle.created_at}: {len(manifest['files'])} files, "
-        f"hashes match, {len(manifest['parts'])} parts load"
+        f"hashes match, {signature}, {len(manifest['parts'])} parts load"
         + (f", {top} precomputed rows" if top else "")
         + f" ({time.perf_counter() - start:.2f}s)"
     )

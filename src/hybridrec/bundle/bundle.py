@@ -32,6 +32,7 @@ from hybridrec.bundle.format import (
     load_part,
     verify_files,
 )
+from hybridrec.bundle.safety import check_signature
 from hybridrec.data.vocab import Vocab
 from hybridrec.errors import ConfigError, DataError, HybridrecError, IntegrityError
 from hybridrec.models.base import History, ItemFilter, Recommendations, Recommender
@@ -267,17 +268,24 @@ def _manifest_models(
     }
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
+def read_manifest(path: Path, *, check_signed: bool = True) -> dict[str, Any]:
     """The manifest of the version directory ``path`` (nothing else is read).
+
+    With a signing key configured (see `hybridrec.bundle.safety`), the manifest's signature
+    is checked on the very bytes parsed, so nothing after this trusts an unsigned version.
 
     Raises:
         DataError: No manifest, not JSON, or a format this code cannot read.
+        IntegrityError: A key is configured and the signature is missing or wrong.
     """
     file = path / MANIFEST
     if not file.is_file():
         raise DataError(f"{path}: no {MANIFEST} (not a bundle)")
+    raw = file.read_bytes()
+    if check_signed:
+        check_signature(path, raw)
     try:
-        manifest: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
+        manifest: dict[str, Any] = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise IntegrityError(f"{file}: not valid JSON ({exc})") from None
     fmt = manifest.get("format")

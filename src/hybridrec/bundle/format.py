@@ -120,7 +120,9 @@ def load_part(path: Path, *, mmap: bool) -> Any:
     Compressed files cannot be mapped; joblib reads them whole (and says nothing), which is
     what a compressed bundle is for.
     """
-    return joblib.load(path, mmap_mode="r" if mmap else None)
+    from hybridrec.bundle.safety import load_pickle
+
+    return load_pickle(path, mmap=mmap)
 
 
 def _sha256(path: Path) -> str:

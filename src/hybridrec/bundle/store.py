@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hybridrec.bundle.safety import bundle_key, sign
 from hybridrec.errors import DataError
 
 __all__ = ["ModelStore"]
@@ -134,6 +135,14 @@ class ModelStore:
             manifest = {"version": version, "created_at": now.isoformat(), **manifest}
             text = json.dumps(manifest, indent=2, default=str, allow_nan=False)
             (tmp / _MANIFEST).write_text(text, encoding="utf-8")
+            key = bundle_key()
+            if key is not None:
+                sign(tmp, text.encode("utf-8"), key)
+            # A finished version is immutable: its files are read-only (the store still
+            # removes them when pruning; that needs only the directory writable).
+            for file in tmp.rglob("*"):
+                if file.is_file():
+                    file.chmod(0o444)
             # mkdtemp makes the directory private; a serving process may run as another user.
             tmp.chmod(0o755)
             os.replace(tmp, self.root / version)

@@ -455,7 +455,9 @@ class Recommender(ABC):
         path = Path(path)
         if not path.is_file():
             raise DataError(f"{path}: no saved model there")
-        payload = joblib.load(path, mmap_mode="r" if mmap else None)
+        from hybridrec.bundle.safety import load_pickle
+
+        payload = load_pickle(path, mmap=mmap)
         if not isinstance(payload, dict) or payload.get("format") != _SAVE_FORMAT:
             raise DataError(f"{path}: not a hybridrec model file (or an unsupported format)")
         if cls is not Recommender and payload.get("model") != cls.name:

@@ -1,0 +1,171 @@
+"""Bundles that cannot be forged into running code: signed manifests and a guarded unpickler.
+
+Hashes in the manifest catch corruption, but anyone who can write the store can recompute
+them. Two defences close that gap:
+
+- **Signatures.** With a key configured (``HYBRIDREC_BUNDLE_KEY``, or a file named by
+  ``HYBRIDREC_BUNDLE_KEY_FILE``), every version the store writes gets ``manifest.sig``: an
+  HMAC-SHA256 of the manifest's exact bytes. Since the manifest holds every file's hashes,
+  the signature covers the whole version. With a key configured, a version whose signature
+  is missing or wrong is refused by `check_signature` before any file is hashed or unpickled.
+- **An allow-list unpickler**, whatever the key. Part files are joblib pickles; `load_pickle`
+  resolves only the classes a bundle holds (numpy arrays and dtypes, joblib's array wrapper,
+  scipy sparse matrices, hybridrec's own classes, a few builtins). Anything else — a planted
+  ``os.system`` in a ``__reduce__`` — raises `UnsafePickleError` before it is called.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from joblib import numpy_pickle
+
+from hybridrec.errors import IntegrityError
+
+__all__ = [
+    "KEY_ENV",
+    "KEY_FILE_ENV",
+    "SIGNATURE",
+    "UnsafePickleError",
+    "bundle_key",
+    "check_signature",
+    "load_pickle",
+    "sign",
+]
+
+KEY_ENV = "HYBRIDREC_BUNDLE_KEY"
+KEY_FILE_ENV = "HYBRIDREC_BUNDLE_KEY_FILE"
+SIGNATURE = "manifest.sig"
+_ALGORITHM = "hmac-sha256"
+
+# (module, name) pairs a bundle's pickles may refer to; modules under hybridrec. may name
+# their own classes (vocabularies, weighters), never functions.
+_ALLOWED: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("builtins", "slice"),
+        ("builtins", "complex"),
+        ("builtins", "bytearray"),
+        ("collections", "OrderedDict"),
+        ("joblib.numpy_pickle", "NumpyArrayWrapper"),
+        ("numpy", "dtype"),
+        ("numpy", "ndarray"),
+        ("numpy", "memmap"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "scalar"),
+        ("scipy.sparse._csr", "csr_matrix"),
+        ("scipy.sparse._csc", "csc_matrix"),
+        ("scipy.sparse._coo", "coo_matrix"),
+        ("scipy.sparse._csr", "csr_array"),
+    }
+)
+
+
+class UnsafePickleError(IntegrityError):
+    """A pickle names something a bundle never holds (it is not loaded, nothing runs)."""
+
+
+def bundle_key() -> bytes | None:
+    """The signing key from the environment, or None when none is configured.
+
+    Raises:
+        IntegrityError: ``HYBRIDREC_BUNDLE_KEY_FILE`` names a file that cannot be read.
+    """
+    text = os.environ.get(KEY_ENV, "")
+    if text.strip():
+        return text.strip().encode("utf-8")
+    file = os.environ.get(KEY_FILE_ENV, "").strip()
+    if not file:
+        return None
+    try:
+        key = Path(file).read_bytes().strip()
+    except OSError as exc:
+        raise IntegrityError(f"{KEY_FILE_ENV}={file}: cannot read the key ({exc})") from None
+    if not key:
+        raise IntegrityError(f"{KEY_FILE_ENV}={file}: the key file is empty")
+    return key
+
+
+def _mac(key: bytes, data: bytes) -> str:
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+def sign(version_dir: Path, manifest_bytes: bytes, key: bytes) -> None:
+    """Write ``manifest.sig`` for a version whose manifest is ``manifest_bytes``."""
+    body = {"algorithm": _ALGORITHM, "mac": _mac(key, manifest_bytes)}
+    (version_dir / SIGNATURE).write_text(json.dumps(body), encoding="utf-8")
+
+
+def check_signature(version_dir: Path, manifest_bytes: bytes) -> str:
+    """Check a version's signature against the configured key.
+
+    Returns:
+        ``"signed"`` (checked), ``"unsigned"`` or ``"signed, not checked (no key)"``.
+
+    Raises:
+        IntegrityError: A key is configured and the signature is missing, malformed or
+            does not match the manifest.
+    """
+    key = bundle_key()
+    file = version_dir / SIGNATURE
+    if key is None:
+        return "signed, not checked (no key)" if file.is_file() else "unsigned"
+    if not file.is_file():
+        raise IntegrityError(
+            f"{version_dir}: unsigned version refused ({KEY_ENV} is set: only versions "
+            "signed with that key are loaded)"
+        )
+    try:
+        body = json.loads(file.read_text(encoding="utf-8"))
+        mac = str(body["mac"])
+        algorithm = body["algorithm"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise IntegrityError(f"{file}: not a signature file; version refused") from None
+    if algorithm != _ALGORITHM or not hmac.compare_digest(mac, _mac(key, manifest_bytes)):
+        raise IntegrityError(
+            f"{version_dir}: signature does not match the manifest (forged, altered, or "
+            "signed with another key); version refused"
+        )
+    return "signed"
+
+
+class _GuardedUnpickler(numpy_pickle.NumpyUnpickler):  # type: ignore[misc]
+    """joblib's unpickler, resolving only allow-listed classes."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED:
+            return super().find_class(module, name)
+        if module == "hybridrec" or module.startswith("hybridrec."):
+            found = super().find_class(module, name)
+            if isinstance(found, type):
+                return found
+        raise UnsafePickleError(
+            f"{self.filename}: refers to {module}.{name}, which a bundle never holds; "
+            "refused before anything ran (a tampered or foreign file)"
+        )
+
+
+def load_pickle(path: str | Path, *, mmap: bool = False) -> Any:
+    """`joblib.load` through the allow-list unpickler (memory-mapped arrays when ``mmap``).
+
+    Raises:
+        UnsafePickleError: The file names a class or function outside the allow-list.
+    """
+    filename = os.fspath(path)
+    mode = "r" if mmap else None
+    with (
+        open(filename, "rb") as fh,
+        numpy_pickle._validate_fileobject_and_memmap(fh, filename, mode) as (fobj, mmap_mode),
+    ):
+        if isinstance(fobj, str):
+            raise UnsafePickleError(f"{filename}: a pre-0.10 joblib file; not loaded")
+        unpickler = _GuardedUnpickler(filename, fobj, False, mmap_mode=mmap_mode)
+        return unpickler.load()
