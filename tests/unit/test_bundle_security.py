@@ -149,3 +149,29 @@ def test_bundle_verify_reports_signatures_and_refuses_unsigned_with_a_key(
     assert bad.exit_code == 2
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "unsigned" in lines[0]
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00garbage", b"../../etc", b".tmp-1"])
+def test_a_corrupt_current_pointer_is_one_line_for_every_command(
+    models: dict[str, Recommender], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes
+) -> None:
+    from typer.testing import CliRunner
+
+    from hybridrec.cli import app
+
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    monkeypatch.delenv(KEY_FILE_ENV, raising=False)
+    root = tmp_path / "store"
+    _save(root, models)
+    (root / "current").write_bytes(content)
+    for args in (
+        ["recommend", "--model-dir", str(root), "--user", "1"],
+        ["bundle", "verify", "--model-dir", str(root)],
+        ["bundle", "info", "--model-dir", str(root)],
+        ["similar", "--model-dir", str(root), "--item", "1000"],
+    ):
+        ran = CliRunner().invoke(app, args)
+        assert ran.exit_code == 2, (args, ran.output, ran.exception)
+        lines = [line for line in ran.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:"), (args, ran.stderr)
+        assert "current" in lines[0] or "not a version name" in lines[0]

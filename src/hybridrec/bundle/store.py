@@ -78,7 +78,18 @@ class ModelStore:
         pointer = self.root / _CURRENT
         if not pointer.is_file():
             return None
-        name = pointer.read_text(encoding="utf-8").strip()
+        try:
+            name = pointer.read_text(encoding="utf-8").strip()
+        except (UnicodeDecodeError, OSError):
+            raise DataError(
+                f"{pointer}: corrupt (not a version name); repair it with "
+                f"'hybridrec bundle promote VERSION --model-dir {self.root}'"
+            ) from None
+        if name and not _is_version_name(name):
+            raise DataError(
+                f"{pointer}: corrupt (holds {name[:40]!r}, not a version name); repair it "
+                f"with 'hybridrec bundle promote VERSION --model-dir {self.root}'"
+            )
         return name or None
 
     def path(self, version: str | None = None) -> Path:
@@ -93,6 +104,8 @@ class ModelStore:
                 f"{self.root}: no trained model here (run 'hybridrec train --model-dir "
                 f"{self.root}')"
             )
+        if not _is_version_name(name):
+            raise DataError(f"{self.root}: {name[:40]!r} is not a version name")
         path = self.root / name
         if not (path / _MANIFEST).is_file():
             raise DataError(f"{self.root}: no version {name!r} (have: {self.versions()})")
@@ -244,3 +257,8 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _is_version_name(name: str) -> bool:
+    """A directory name inside the store: no separators, no dot-dot, nothing hidden."""
+    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
