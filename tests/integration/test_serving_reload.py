@@ -153,3 +153,30 @@ def test_a_corrupted_version_is_refused_and_the_old_one_keeps_serving(
         # A good version promoted afterwards is taken.
         store.promote(good)
         assert admin.post("/admin/reload-model").status_code == 200
+
+
+def test_a_served_file_truncated_on_disk_is_logged_and_the_server_keeps_answering(
+    serving_store: Path, tmp_path: Path, launch_temp: Callable[..., Any]
+) -> None:
+    import shutil
+
+    store_dir = tmp_path / "models"
+    shutil.copytree(serving_store, store_dir)
+    server = launch_temp(store_dir, tmp_path / "data")
+    version = ModelStore(store_dir).path()
+    part = version / "cf.joblib"
+    with server.client() as client:
+        assert client.get("/recommend/user/1", params={"strategy": "als"}).status_code == 200
+        part.chmod(0o644)
+        with part.open("r+b") as fh:  # what a broken copy or a full disk leaves behind
+            fh.truncate(part.stat().st_size // 4)
+        for user in (1, 2, 3, 5, 8, 13, 21):  # pages not touched yet included
+            for strategy in ("als", "auto", "mixed"):
+                r = client.get(f"/recommend/user/{user}", params={"strategy": strategy, "k": 50})
+                assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 10
+        while "changed on disk" not in server.logs() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert client.get("/health").status_code == 200
+    assert server.proc.poll() is None, server.logs()
+    assert "cf.joblib changed on disk" in server.logs()

@@ -71,6 +71,7 @@ class AppState:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self.store.dispose()
+        self.service.close()
 
     def reload(self, version: str | None = None) -> ReloadResult:
         """Reload the model (never raises; the old version keeps serving on failure)."""
@@ -87,6 +88,7 @@ class AppState:
 
     def sync_once(self) -> None:
         """Catch up with events and promotions made by other processes."""
+        self.service.store_changes()
         result = self.service.follow_current()
         if result is not None:
             self._after_reload(result)
