@@ -22,8 +22,10 @@ __all__ = [
     "EvaluationConfig",
     "ModelSpec",
     "PipelineConfig",
+    "SearchRange",
     "Settings",
     "SplitConfig",
+    "TuningConfig",
     "load_config",
 ]
 
@@ -152,6 +154,41 @@ class BundleConfig(_Strict):
         return self
 
 
+class TuningConfig(_Strict):
+    """How hyperparameter search spaces (``[models.<name>.search]``) are searched."""
+
+    #: Trials per model (a model's ``search_trials`` overrides it).
+    trials: int = Field(default=20, ge=1)
+    #: Seconds one model's search may take; the trial running at the deadline finishes.
+    #: None: no time limit.
+    budget_s: float | None = Field(default=120.0, gt=0)
+    #: Seed of the TPE sampler: the same seed and data give the same trials.
+    seed: int = 42
+
+
+class SearchRange(_Strict):
+    """A numeric range of a search space: ``{low = 32, high = 256, log = true, type = "int"}``."""
+
+    low: float
+    high: float
+    #: Sample on a log scale (low must be positive).
+    log: bool = False
+    #: int | float; unset: as the hyperparameter's own type.
+    type: Literal["int", "float"] | None = None
+    #: Grid step within the range (not with ``log``).
+    step: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchRange:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log ranges need low > 0 (got {self.low})")
+        if self.log and self.step is not None:
+            raise ValueError("step and log do not go together")
+        return self
+
+
 class ModelSpec(_Strict):
     """One model of the pipeline: its registered name, hyperparameters and tuning grid."""
 
@@ -161,6 +198,12 @@ class ModelSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     #: Grid searched on the validation split: parameter → list of values.
     tune: dict[str, list[Any]] = Field(default_factory=dict)
+    #: Search space for Optuna (TPE): parameter → range table, or a list (categorical).
+    #: Hybrids also take ``components = {low, high}`` (each weight in the range); routers
+    #: take ``cold`` / ``warm`` / ``hot`` lists of pipeline model names.
+    search: dict[str, SearchRange | list[Any]] = Field(default_factory=dict)
+    #: Trials of this model's search (default: ``[tuning] trials``).
+    search_trials: int | None = Field(default=None, ge=1)
     #: Skip this model without deleting its section.
     enabled: bool = True
     #: Hybrids: search the weight simplex on the validation split with this step (e.g. 0.1).
@@ -179,6 +222,8 @@ class PipelineConfig(_Strict):
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     #: How the trained pipeline is stored.
     bundle: BundleConfig = Field(default_factory=BundleConfig)
+    #: How search spaces are searched.
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
     #: After tuning, refit on train + valid before testing (else on train only).
     refit_on_valid: bool = True
 
@@ -196,6 +241,8 @@ class PipelineConfig(_Strict):
                 specs[name] = {
                     "model": table.pop("model", name),
                     "tune": table.pop("tune", {}),
+                    "search": table.pop("search", {}),
+                    "search_trials": table.pop("search_trials", None),
                     "enabled": table.pop("enabled", True),
                     "tune_weights": table.pop("tune_weights", None),
                     "tune_routes": table.pop("tune_routes", False),
@@ -272,3 +319,9 @@ def _check_models(cfg: PipelineConfig, path: Path) -> None:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])
             raise ConfigError(f"{path}: [models.{name}] {loc}: {err['msg']}") from None
+        from hybridrec.pipeline.search import check_space
+
+        try:
+            check_space(spec, list(cfg.models))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: [models.{name}.search] {exc}") from None
