@@ -7,6 +7,7 @@ the key, not a silently ignored setting.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,7 @@ __all__ = [
     "Settings",
     "SplitConfig",
     "TuningConfig",
+    "config_to_toml",
     "load_config",
 ]
 
@@ -254,6 +256,54 @@ class PipelineConfig(_Strict):
     def enabled_models(self) -> dict[str, ModelSpec]:
         """The models to train, in config order."""
         return {name: spec for name, spec in self.models.items() if spec.enabled}
+
+
+def _toml_value(value: Any) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return "nan" if math.isnan(value) else repr(value)
+    if isinstance(value, dict):
+        pairs = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + pairs + " }"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
+def _toml_key(key: str) -> str:
+    import json
+
+    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
+
+
+def config_to_toml(cfg: PipelineConfig, header: str = "") -> str:
+    """A pipeline config as TOML that `load_config` reads back to the same config.
+
+    Models are written as ``[models.<name>]`` tables of their hyperparameters; unset
+    (None) values are left out, so they keep their defaults.
+    """
+    raw = cfg.model_dump(mode="json", exclude_none=True)
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    models = raw.pop("models", {})
+    sections = {k: v for k, v in raw.items() if isinstance(v, dict)}
+    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in raw.items() if k not in sections]
+    for name, table in sections.items():
+        lines += ["", f"[{name}]"]
+        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
+    for name, spec in models.items():
+        lines += ["", f"[models.{_toml_key(name)}]", f"model = {_toml_value(spec['model'])}"]
+        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in spec["params"].items()]
+        for key in ("enabled", "tune_weights", "tune_routes", "search_trials"):
+            if key in spec and spec[key] != ModelSpec.model_fields[key].default:
+                lines.append(f"{key} = {_toml_value(spec[key])}")
+        for key in ("tune", "search"):
+            if spec.get(key):
+                lines += ["", f"[models.{_toml_key(name)}.{key}]"]
+                lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in spec[key].items()]
+    return "\n".join(lines) + "\n"
 
 
 def load_config(path: str | Path | None) -> PipelineConfig:

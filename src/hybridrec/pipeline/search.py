@@ -20,14 +20,15 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 
-from hybridrec.config import ModelSpec, SearchRange
+from hybridrec.config import ModelSpec, PipelineConfig, SearchRange
 from hybridrec.data.dataset import InteractionData
 from hybridrec.errors import ConfigError
 from hybridrec.evaluation.evaluator import Evaluator
@@ -35,7 +36,10 @@ from hybridrec.models.base import Recommender
 from hybridrec.models.hybrid import ComposedRecommender
 from hybridrec.models.registry import create_model, get_model_class
 
-__all__ = ["SearchResult", "check_space", "search_model"]
+if TYPE_CHECKING:
+    from hybridrec.evaluation.evaluator import ModelReport
+
+__all__ = ["SearchResult", "check_space", "search_model", "tune_config"]
 
 Space = Mapping[str, SearchRange | list[Any]]
 #: Keys a router's space may hold (each a list of pipeline model names).
@@ -259,3 +263,84 @@ def _fmt(value: Any) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items()) + "}"
     return str(value)
+
+
+def tune_config(
+    cfg: PipelineConfig,
+    *,
+    trials: int | None = None,
+    budget_s: float | None = None,
+    train_path: str | Path | None = None,
+    valid_path: str | Path | None = None,
+    data_home: str | Path | None = None,
+    console: Console | None = None,
+) -> tuple[PipelineConfig, list[ModelReport]]:
+    """Search a pipeline config's spaces and return the config with the chosen values.
+
+    The validation split is ``valid_path`` (with ``train_path``), else the config's split
+    (its ``valid`` part; the test part is not touched), else a carve-out of the training
+    data (`hybridrec.data.split.carve_validation`).
+
+    Args:
+        cfg: The pipeline config.
+        trials: Trials per searched model, overriding ``[tuning] trials`` and every
+            model's ``search_trials``.
+        budget_s: Seconds per model's search, overriding ``[tuning] budget_s``.
+        train_path: Training interactions replacing the configured source.
+        valid_path: Validation interactions (with ``train_path``).
+        data_home: Where registered datasets live.
+        console: Progress bars and each search's best trial.
+
+    Returns:
+        The tuned config (searched models hold the chosen values and no search space, grid
+        or weight/route tuning) and the validation reports.
+    """
+    from hybridrec.data.split import Split
+    from hybridrec.pipeline.train import _carve, evaluate_pipeline, prepare_data, split_data
+
+    updates: dict[str, Any] = {}
+    if trials is not None:
+        updates["trials"] = trials
+    if budget_s is not None:
+        updates["budget_s"] = budget_s
+    models = {
+        name: spec.model_copy(update={"search_trials": None}) if trials is not None else spec
+        for name, spec in cfg.models.items()
+    }
+    run = cfg.model_copy(
+        update={
+            "tuning": cfg.tuning.model_copy(update=updates),
+            "models": models,
+            "refit_on_valid": False,
+        }
+    )
+    prepared = prepare_data(cfg.data, data_home=data_home, interactions=train_path)
+    if valid_path is not None:
+        valid = prepare_data(cfg.data, interactions=valid_path).interactions
+        split = Split(train=prepared.interactions, test=valid, valid=valid)
+    else:
+        df = prepared.interactions
+        if train_path is None:
+            configured = split_data(df, cfg.split)
+            if configured.valid is not None and configured.valid.height:
+                df = configured.train
+                split = Split(configured.train, configured.valid, configured.valid)
+        if train_path is not None or df is prepared.interactions:
+            split = _carve(df, cfg.split)
+    reports, chosen = evaluate_pipeline(run, split, items=prepared.items, console=console)
+    tuned = {
+        name: spec.model_copy(
+            update={
+                "params": chosen[name],
+                "tune": {},
+                "search": {},
+                "search_trials": None,
+                "tune_weights": None,
+                "tune_routes": False,
+            }
+        )
+        if name in chosen
+        else spec
+        for name, spec in cfg.models.items()
+    }
+    return cfg.model_copy(update={"models": tuned}), reports
