@@ -54,9 +54,7 @@ IMPLICIT_KEYS = ("factors", "regularization", "alpha", "iterations")
 def _movielens() -> tuple[pl.DataFrame, pl.DataFrame]:
     home = Path(os.environ.get("HYBRIDREC_DATA_HOME", "../shared/datasets"))
     root = home / "ml-latest-small"
-    ratings = pl.read_csv(root / "ratings.csv").rename(
-        {"userId": "user_id", "movieId": "item_id"}
-    )
+    ratings = pl.read_csv(root / "ratings.csv").rename({"userId": "user_id", "movieId": "item_id"})
     movies = pl.read_csv(root / "movies.csv").rename({"movieId": "item_id"})
     return ratings, movies
 
@@ -120,7 +118,9 @@ def _implicit_scores(
     rows = data.users.index(ev.user_ids, missing="mask")
     known = rows >= 0
     topk = np.full((ev.user_ids.size, 20), -1, np.int64)
-    ids, _ = model.recommend(rows[known], matrix[rows[known]], N=20, filter_already_liked_items=True)
+    ids, _ = model.recommend(
+        rows[known], matrix[rows[known]], N=20, filter_already_liked_items=True
+    )
     topk[known] = np.asarray(ids, np.int64)
     hits = hits_matrix(topk, ev.relevant)
     return {
@@ -190,7 +190,7 @@ def run_shape(shape: str, cfg_path: Path, console: Console, threads: int) -> dic
         train_prep = prepare_data(cfg.data, **prep_kw)
         test_kw: dict[str, Any] = {"interactions": test_path}
         if _has(prepare_data, "conversion"):
-            test_kw |= {"conversion": train_prep.conversion, "training": False}  # type: ignore[attr-defined]
+            test_kw |= {"conversion": getattr(train_prep, "conversion", None), "training": False}
         test_df = prepare_data(cfg.data, **test_kw).interactions
         bundle = load_pipeline(folder / "models")
         reports = evaluate_fitted(bundle.models(), test_df, cfg.evaluation)
