@@ -14,7 +14,7 @@ MODEL_DIR ?= models
 # and neural (torch 2.13.0 CPU, pinned: a looser pin pulls a multi-GB CUDA build).
 EXTRAS ?= dev,serve,content,neural
 
-.PHONY: help venv install run train evaluate test lint typecheck pytest bench bench-quality bench-als bench-bundle bench-ann bench-content bench-serve clean
+.PHONY: help venv install run train evaluate test lint typecheck pytest bench bench-quality bench-als bench-bundle bench-ann bench-content bench-serve bench-data clean
 
 help:
 	@echo "make run            train + evaluate the default pipeline, save to $(MODEL_DIR)/, serve it"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench-ann      FAISS IVF vs exact top-20 on 1M x 384 vectors (one core)"
 	@echo "make bench-content  MiniLM encoding + cache, cold-item and cold-user tables"
 	@echo "make bench-serve    API latency at a fixed rate and saturation throughput (loopback)"
+	@echo "make bench-data     default config vs tuned implicit ALS on 4 data shapes (+ bench-batch)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +77,11 @@ bench-content: $(VENV)/.installed
 
 bench-serve: $(VENV)/.installed
 	$(BIN)/python benchmarks/serve.py
+
+# Quality per data shape; then the batch-scoring benchmark when this checkout has it.
+bench-data: $(VENV)/.installed
+	$(BIN)/python benchmarks/data.py --config configs/default.toml
+	@if grep -q '^bench-batch:' $(firstword $(MAKEFILE_LIST)); then $(MAKE) bench-batch; fi
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

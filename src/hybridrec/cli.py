@@ -584,15 +584,55 @@ def datasets_info(
 @_friendly
 def tune(
     valid_path: Annotated[
-        Path, typer.Option("--valid", help="Validation interactions (CSV/Parquet).")
-    ],
+        Path | None,
+        typer.Option(
+            "--valid",
+            help="Validation interactions (CSV/Parquet). Without --config: required, the "
+            "stored hybrid's weights are tuned on it.",
+        ),
+    ] = None,
     model_dir: ModelDirOpt = Path("models"),
     model: Annotated[str, typer.Option("--model", help="The hybrid to tune.")] = "hybrid",
     step: Annotated[float, typer.Option(help="Grid step on the weight simplex.")] = 0.1,
     version: VersionOpt = None,
     promote: PromoteOpt = True,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Search this pipeline config's spaces on its own (no model store) and write "
+            "the best config to --output.",
+        ),
+    ] = None,
+    train_path: Annotated[
+        Path | None,
+        typer.Option("--train", help="With --config: training interactions (CSV/Parquet)."),
+    ] = None,
+    trials: Annotated[
+        int | None,
+        typer.Option("--trials", help="With --config: trials per searched model.", min=1),
+    ] = None,
+    budget_s: Annotated[
+        float | None,
+        typer.Option("--budget-s", help="With --config: seconds per model's search."),
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="With --config: the best config (TOML).")
+    ] = Path("best.toml"),
+    data_home: Annotated[Path | None, typer.Option(envvar="HYBRIDREC_DATA_HOME")] = None,
 ) -> None:
-    """Search a hybrid's weights on validation data; write them back as a new version."""
+    """Tune: a stored hybrid's weights on --valid, or (--config) a config's search spaces.
+
+    With --config, the spaces of ``[models.<name>.search]`` (and grids) are searched on the
+    validation split (--valid, the config's split, or a carve-out of the training data),
+    and the config with the chosen values is written to --output.
+    """
+    if config is not None:
+        _tune_config(config, train_path, valid_path, trials, budget_s, output, data_home)
+        return
+    if valid_path is None:
+        raise DataError("tune needs --valid (a stored hybrid's weights) or --config (a search)")
     from hybridrec.bundle import ModelStore, save_derived
     from hybridrec.config import PipelineConfig, load_config
     from hybridrec.data.dataset import InteractionData
@@ -622,11 +662,11 @@ def tune(
     target = cfg.evaluation.target
     before = evaluator.evaluate(hybrid).metrics[target]
     with err.status(f"searching the weight simplex (step {step})"):
-        best, trials = tune_weights(
+        best, weight_trials = tune_weights(
             hybrid, lambda h: evaluator.evaluate(h).metrics[target], step=step
         )
     table = Table("weights", target)
-    for weights, score in sorted(trials, key=lambda t: -t[1])[:5]:
+    for weights, score in sorted(weight_trials, key=lambda t: -t[1])[:5]:
         table.add_row(", ".join(f"{k} {v:.2f}" for k, v in weights.items()), f"{score:.4f}")
     out.print(table)
     new = save_derived(
@@ -638,10 +678,53 @@ def tune(
     )
     state = "current" if promote else "not promoted"
     out.print(
-        f"{model}: {target} {before:.4f} -> {max(t[1] for t in trials):.4f} with "
+        f"{model}: {target} {before:.4f} -> {max(t[1] for t in weight_trials):.4f} with "
         f"{', '.join(f'{k} {v:.2f}' for k, v in best.items())}; saved version "
         f"[bold]{new}[/bold] ({state})"
     )
+
+
+def _tune_config(
+    config: Path,
+    train_path: Path | None,
+    valid_path: Path | None,
+    trials: int | None,
+    budget_s: float | None,
+    output: Path,
+    data_home: Path | None,
+) -> None:
+    """``tune --config``: search the config's spaces, write the config with the best values."""
+    from hybridrec.config import config_to_toml, load_config
+    from hybridrec.evaluation.report import comparison_table
+    from hybridrec.pipeline.search import tune_config
+
+    if valid_path is not None and train_path is None:
+        raise DataError("--valid needs --train")
+    if budget_s is not None and budget_s <= 0:
+        raise DataError(f"--budget-s must be positive (got {budget_s})")
+    if output.suffix.lower() != ".toml":
+        raise DataError(f"{output}: output must end in .toml")
+    cfg = load_config(config)
+    start = time.perf_counter()
+    best, reports = tune_config(
+        cfg,
+        trials=trials,
+        budget_s=budget_s,
+        train_path=train_path,
+        valid_path=valid_path,
+        data_home=data_home,
+        console=err,
+    )
+    out.print(comparison_table(reports, cfg.evaluation.k, target=cfg.evaluation.target))
+    header = (
+        f"hybridrec tune --config {config}: the chosen values of every searched model\n"
+        f"(on the validation split, {cfg.evaluation.target}); load it with --config."
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    tmp.write_text(config_to_toml(best, header), encoding="utf-8")
+    tmp.replace(output)
+    out.print(f"wrote {output} — {time.perf_counter() - start:.1f}s")
 
 
 # ---- bundle ---------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ the key, not a silently ignored setting.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -23,8 +24,11 @@ __all__ = [
     "ModelSpec",
     "PipelineConfig",
     "ResourcesConfig",
+    "SearchRange",
     "Settings",
     "SplitConfig",
+    "TuningConfig",
+    "config_to_toml",
     "load_config",
 ]
 
@@ -169,6 +173,41 @@ class BundleConfig(_Strict):
         return self
 
 
+class TuningConfig(_Strict):
+    """How hyperparameter search spaces (``[models.<name>.search]``) are searched."""
+
+    #: Trials per model (a model's ``search_trials`` overrides it).
+    trials: int = Field(default=20, ge=1)
+    #: Seconds one model's search may take; the trial running at the deadline finishes.
+    #: None: no time limit.
+    budget_s: float | None = Field(default=120.0, gt=0)
+    #: Seed of the TPE sampler: the same seed and data give the same trials.
+    seed: int = 42
+
+
+class SearchRange(_Strict):
+    """A numeric range of a search space: ``{low = 32, high = 256, log = true, type = "int"}``."""
+
+    low: float
+    high: float
+    #: Sample on a log scale (low must be positive).
+    log: bool = False
+    #: int | float; unset: as the hyperparameter's own type.
+    type: Literal["int", "float"] | None = None
+    #: Grid step within the range (not with ``log``).
+    step: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchRange:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log ranges need low > 0 (got {self.low})")
+        if self.log and self.step is not None:
+            raise ValueError("step and log do not go together")
+        return self
+
+
 class ModelSpec(_Strict):
     """One model of the pipeline: its registered name, hyperparameters and tuning grid."""
 
@@ -178,6 +217,12 @@ class ModelSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     #: Grid searched on the validation split: parameter → list of values.
     tune: dict[str, list[Any]] = Field(default_factory=dict)
+    #: Search space for Optuna (TPE): parameter → range table, or a list (categorical).
+    #: Hybrids also take ``components = {low, high}`` (each weight in the range); routers
+    #: take ``cold`` / ``warm`` / ``hot`` lists of pipeline model names.
+    search: dict[str, SearchRange | list[Any]] = Field(default_factory=dict)
+    #: Trials of this model's search (default: ``[tuning] trials``).
+    search_trials: int | None = Field(default=None, ge=1)
     #: Skip this model without deleting its section.
     enabled: bool = True
     #: Hybrids: search the weight simplex on the validation split with this step (e.g. 0.1).
@@ -198,6 +243,8 @@ class PipelineConfig(_Strict):
     bundle: BundleConfig = Field(default_factory=BundleConfig)
     #: The machine's limits a run keeps to.
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    #: How search spaces are searched.
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
     #: After tuning, refit on train + valid before testing (else on train only).
     refit_on_valid: bool = True
 
@@ -215,6 +262,8 @@ class PipelineConfig(_Strict):
                 specs[name] = {
                     "model": table.pop("model", name),
                     "tune": table.pop("tune", {}),
+                    "search": table.pop("search", {}),
+                    "search_trials": table.pop("search_trials", None),
                     "enabled": table.pop("enabled", True),
                     "tune_weights": table.pop("tune_weights", None),
                     "tune_routes": table.pop("tune_routes", False),
@@ -226,6 +275,54 @@ class PipelineConfig(_Strict):
     def enabled_models(self) -> dict[str, ModelSpec]:
         """The models to train, in config order."""
         return {name: spec for name, spec in self.models.items() if spec.enabled}
+
+
+def _toml_value(value: Any) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return "nan" if math.isnan(value) else repr(value)
+    if isinstance(value, dict):
+        pairs = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + pairs + " }"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
+def _toml_key(key: str) -> str:
+    import json
+
+    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
+
+
+def config_to_toml(cfg: PipelineConfig, header: str = "") -> str:
+    """A pipeline config as TOML that `load_config` reads back to the same config.
+
+    Models are written as ``[models.<name>]`` tables of their hyperparameters; unset
+    (None) values are left out, so they keep their defaults.
+    """
+    raw = cfg.model_dump(mode="json", exclude_none=True)
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    models = raw.pop("models", {})
+    sections = {k: v for k, v in raw.items() if isinstance(v, dict)}
+    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in raw.items() if k not in sections]
+    for name, table in sections.items():
+        lines += ["", f"[{name}]"]
+        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
+    for name, spec in models.items():
+        lines += ["", f"[models.{_toml_key(name)}]", f"model = {_toml_value(spec['model'])}"]
+        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in spec["params"].items()]
+        for key in ("enabled", "tune_weights", "tune_routes", "search_trials"):
+            if key in spec and spec[key] != ModelSpec.model_fields[key].default:
+                lines.append(f"{key} = {_toml_value(spec[key])}")
+        for key in ("tune", "search"):
+            if spec.get(key):
+                lines += ["", f"[models.{_toml_key(name)}.{key}]"]
+                lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in spec[key].items()]
+    return "\n".join(lines) + "\n"
 
 
 def load_config(path: str | Path | None) -> PipelineConfig:
@@ -296,3 +393,9 @@ def _check_models(cfg: PipelineConfig, path: Path) -> None:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])
             raise ConfigError(f"{path}: [models.{name}] {loc}: {err['msg']}") from None
+        from hybridrec.pipeline.search import check_space
+
+        try:
+            check_space(spec, list(cfg.models))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: [models.{name}.search] {exc}") from None

@@ -16,6 +16,7 @@ from hybridrec.errors import ConfigError, DataError
 
 __all__ = [
     "Split",
+    "carve_validation",
     "global_temporal_split",
     "random_split",
     "temporal_split",
@@ -180,3 +181,29 @@ def global_temporal_split(
     valid_start = int(np.ceil(np.quantile(before, 1 - valid / (1 - test)))) if valid else cutoff
     part = np.where(ts >= cutoff, 2, np.where(ts >= valid_start, 1, 0))
     return _split_by_part(df, part, valid > 0)
+
+
+#: Share of each user's rows carved out for validation when the split config holds out none.
+CARVE_SHARE = 0.1
+
+
+def carve_validation(
+    df: pl.DataFrame, *, method: str = "random", share: float = 0.0, seed: int = 42
+) -> Split:
+    """Carve a validation split out of training data, per user, for tuning.
+
+    The rule: when every row has a timestamp and the split ``method`` is temporal
+    (``temporal`` or ``global_temporal``, i.e. the test protocol holds out the latest
+    interactions), each user's latest interaction is held out (leave-last-one-out), as the
+    test would be. Otherwise a random per-user ``share`` (`CARVE_SHARE` when 0) is held
+    out, seeded. Either way a user with a single interaction keeps it for training.
+
+    Returns:
+        A `Split` whose ``valid`` and ``test`` are both the carved rows.
+    """
+    timed = df.height > 0 and df["timestamp"].null_count() == 0
+    if timed and method in ("temporal", "global_temporal"):
+        carved = temporal_split(df, test=None, leave_last_n=1)
+    else:
+        carved = random_split(df, valid=0.0, test=share or CARVE_SHARE, seed=seed)
+    return Split(train=carved.train, test=carved.test, valid=carved.test)

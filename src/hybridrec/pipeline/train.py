@@ -35,11 +35,18 @@ from hybridrec.config import (
     ModelSpec,
     PipelineConfig,
     SplitConfig,
+    TuningConfig,
 )
 from hybridrec.data.dataset import InteractionData
 from hybridrec.data.datasets import DATASETS
 from hybridrec.data.loaders import RawData, load_dataset, load_files
-from hybridrec.data.split import Split, global_temporal_split, random_split, temporal_split
+from hybridrec.data.split import (
+    Split,
+    carve_validation,
+    global_temporal_split,
+    random_split,
+    temporal_split,
+)
 from hybridrec.data.transform import (
     WARN_DROPPED_USERS,
     Conversion,
@@ -53,6 +60,7 @@ from hybridrec.models.base import Recommender
 from hybridrec.models.footprint import DataShape, human_bytes, memory_budget
 from hybridrec.models.hybrid import ComposedRecommender, Hybrid, tune_weights
 from hybridrec.models.registry import create_model, get_model_class
+from hybridrec.pipeline.search import search_model
 
 __all__ = [
     "PreparedData",
@@ -313,20 +321,50 @@ def tune_model(
     *,
     target: str,
     progress: Progress | None = None,
+    search: dict[str, Any] | None = None,
+    tuning: TuningConfig | None = None,
+    trials: int | None = None,
+    components: dict[str, Recommender] | None = None,
+    console: Console | None = None,
+    label: str | None = None,
 ) -> tuple[dict[str, Any], list[tuple[dict[str, Any], float]]]:
-    """Grid search on the validation split; returns the best params and every trial."""
-    trials: list[tuple[dict[str, Any], float]] = []
+    """Tune on the validation split; returns the best params and every trial.
+
+    With a ``search`` space: Optuna TPE (`hybridrec.pipeline.search`), the ``grid`` lists
+    joining the space as categorical choices, bounded by ``trials`` (default: the tuning
+    config's) and the tuning budget. Without one: every point of the ``grid``.
+    """
+    if search:
+        tuning = tuning or TuningConfig()
+        space = {key: list(values) for key, values in grid.items()} | search
+        result = search_model(
+            model,
+            params,
+            space,
+            train,
+            evaluator,
+            target=target,
+            trials=trials or tuning.trials,
+            budget_s=tuning.budget_s,
+            seed=tuning.seed,
+            components=components,
+            progress=progress,
+            console=console,
+            label=label,
+        )
+        return result.best, result.trials
+    history: list[tuple[dict[str, Any], float]] = []
     candidates = _grid(grid)
     task = progress.add_task(f"tune {model}", total=len(candidates)) if progress else None
     for candidate in candidates:
         trial = params | candidate
-        fitted, _ = fit_model(model, trial, train)
+        fitted, _ = fit_model(model, trial, train, components)
         score = evaluator.evaluate(fitted).metrics[target]
-        trials.append((trial, score))
+        history.append((trial, score))
         if progress is not None and task is not None:
             progress.advance(task)
-    best = max(trials, key=lambda t: t[1])[0]
-    return best, trials
+    best = max(history, key=lambda t: t[1])[0]
+    return best, history
 
 
 @contextmanager
@@ -364,10 +402,14 @@ def evaluate_pipeline(
         names.insert(0, BASELINE)
     ev = cfg.evaluation
     eval_kw: dict[str, Any] = {"ks": ev.k, "cold_below": ev.cold_below, "hot_from": ev.hot_from}
-    train = InteractionData.from_frame(split.train, items_table=items)
+    tune_split = split
+    if (split.valid is None or not split.valid.height) and _tunes(specs):
+        # No validation data: tune on a carve-out of train, then refit on all of train.
+        tune_split = _carve(split.train, cfg.split)
+    train = InteractionData.from_frame(tune_split.train, items_table=items)
     valid_eval = (
-        Evaluator(train, split.valid, **eval_kw)
-        if split.valid is not None and split.valid.height
+        Evaluator(train, tune_split.valid, **eval_kw)
+        if tune_split.valid is not None and tune_split.valid.height
         else None
     )
     fit_df = split.train_valid() if cfg.refit_on_valid else split.train
@@ -381,7 +423,7 @@ def evaluate_pipeline(
     def train_model(name: str) -> Recommender:
         """Model ``name`` with its chosen params fit on train only (for tuning hybrids)."""
         if name not in on_train:
-            if fit_df is split.train:
+            if fit_df is tune_split.train:
                 on_train[name] = fitted[name]
             else:
                 spec = specs.get(name)
@@ -398,7 +440,10 @@ def evaluate_pipeline(
             spec = specs.get(name)
             model_name = spec.model if spec else BASELINE
             params = dict(spec.params) if spec else {}
-            if spec and spec.tune and valid_eval is not None:
+            if spec and (spec.tune or spec.search) and valid_eval is not None:
+                deps = _components(model_name, params)
+                if spec.search and any(k in spec.search for k in ("cold", "warm", "hot")):
+                    deps = list(fitted)  # routes may pick any model fitted before
                 params, _ = tune_model(
                     model_name,
                     params,
@@ -407,6 +452,12 @@ def evaluate_pipeline(
                     valid_eval,
                     target=ev.target,
                     progress=progress,
+                    search=dict(spec.search),
+                    tuning=cfg.tuning,
+                    trials=spec.search_trials,
+                    components={d: train_model(d) for d in deps if d in chosen} or None,
+                    console=console,
+                    label=name,
                 )
             if spec and spec.tune_weights and valid_eval is not None:
                 parts = {d: train_model(d) for d in _components(model_name, params) if d in chosen}
@@ -431,6 +482,15 @@ def evaluate_pipeline(
             fitted[name] = model
             progress.advance(task)
     return [reports[n] for n in names], {n: chosen[n] for n in names}
+
+
+def _tunes(specs: dict[str, ModelSpec]) -> bool:
+    return any(s.tune or s.search or s.tune_weights or s.tune_routes for s in specs.values())
+
+
+def _carve(df: pl.DataFrame, cfg: SplitConfig) -> Split:
+    """A validation split carved from ``df`` (see `carve_validation` for the rule)."""
+    return carve_validation(df, method=cfg.method, share=cfg.valid, seed=cfg.seed)
 
 
 #: A router picks a segment's model on validation only from at least this many users of it.
@@ -614,7 +674,9 @@ def train_pipeline(
     stored in the manifest), then fit the final models on *all* the data. With
     ``train_path`` (and optionally ``valid_path``): tune and evaluate on the valid file,
     then fit on train + valid. ``items_path`` / ``users_path`` give the catalog and user
-    attributes that go with ``train_path`` (content, hybrid and router need the catalog).
+    attributes that go with ``train_path`` (content, hybrid and router need the catalog); without ``valid_path``, tune
+    and report on a validation split carved from the training file (`carve_validation`),
+    then fit on all of it.
 
     A failure anywhere leaves the store as it was: the new version is written aside and
     ``current`` moves only when it is complete.
@@ -648,6 +710,15 @@ def train_pipeline(
                     console=console,
                 )
             final_df = pl.concat([prepared.interactions, valid])
+        elif evaluate:
+            # No validation file: tune (and report) on a carve-out; the final fit uses all.
+            split = _carve(prepared.interactions, cfg.split)
+            reports, chosen = evaluate_pipeline(
+                cfg.model_copy(update={"refit_on_valid": False}),
+                split,
+                items=items,
+                console=console,
+            )
     elif evaluate:
         split = split_data(prepared.interactions, cfg.split)
         reports, chosen = evaluate_pipeline(cfg, split, items=items, console=console)
