@@ -66,6 +66,8 @@ History = Mapping[Any, Sequence[Any] | Mapping[Any, float]]
 # Dense score blocks are chunked so one block stays under this many float32 cells (~256 MB).
 _BLOCK_CELLS = 64_000_000
 _SAVE_FORMAT = 1
+# Cells per chunk in `topk_rows` (a chunk's maximum stands for it in the first pass).
+_CHUNK = 64
 
 
 class ModelConfig(BaseModel):
@@ -152,6 +154,12 @@ def topk_rows(scores: NDArray[np.floating[Any]], k: int) -> tuple[NDArray[np.int
 
     Ties are broken by item index, also at the k-th place, so results never depend on the
     partition algorithm: batch and single-user answers and saved/loaded models agree exactly.
+    ``scores`` is never modified (copied once only when it holds NaN).
+
+    Wide rows are cut into chunks of `_CHUNK` cells: the k chunks with the largest maxima
+    hold every top-k cell whenever the k-th and (k+1)-th largest chunk maxima differ, so
+    those rows are answered from k·`_CHUNK` candidates; other rows (ties at the k-th chunk
+    maximum, rows nobody can answer) take the exact path over the whole row.
     """
     n, m = scores.shape
     kk = min(k, m)
@@ -159,14 +167,67 @@ def topk_rows(scores: NDArray[np.floating[Any]], k: int) -> tuple[NDArray[np.int
     out_val = np.full((n, k), -np.inf, np.float32)
     if kk == 0 or n == 0:
         return out_idx, out_val
-    scores = np.where(np.isnan(scores), -np.inf, scores)
+    if np.isnan(scores.max()):
+        # max propagates NaN: one cheap pass decides whether the block needs a cleaned copy.
+        scores = np.where(np.isnan(scores), -np.inf, scores)
+    width = _CHUNK
+    n_chunks = m // width
+    if n_chunks < 4 * kk + 1:
+        idx, val = _topk_exact(scores, kk)
+        out_idx[:, :kk], out_val[:, :kk] = idx, val
+        return out_idx, out_val
+    main = scores[:, : n_chunks * width].reshape(n, n_chunks, width)
+    maxima = main.max(axis=2)
+    tail = scores[:, n_chunks * width :]
+    if tail.shape[1]:
+        padded = np.full((n, width), -np.inf, scores.dtype)
+        padded[:, : tail.shape[1]] = tail
+        maxima = np.concatenate([maxima, padded.max(axis=1, keepdims=True)], axis=1)
+    total = maxima.shape[1]
+    # k-th and (k+1)-th largest chunk maxima per row.
+    part = np.partition(maxima, (total - kk - 1, total - kk), axis=1)
+    kth, next_ = part[:, total - kk], part[:, total - kk - 1]
+    fast = (kth > next_) & np.isfinite(kth)
+    rows = np.flatnonzero(fast)
+    if rows.size:
+        chunk = np.sort(np.argpartition(maxima[rows], total - kk, axis=1)[:, total - kk :], axis=1)
+        cand = np.empty((rows.size, kk, width), scores.dtype)
+        in_main = chunk < n_chunks
+        r2 = np.broadcast_to(rows[:, None], chunk.shape)
+        cand[in_main] = main[r2[in_main], chunk[in_main]]
+        if not in_main.all():
+            cand[~in_main] = padded[r2[~in_main]]
+        flat = cand.reshape(rows.size, kk * width)
+        pos, val = _topk_exact(flat, kk)
+        glob = (chunk[:, :, None] * width + np.arange(width)).reshape(rows.size, kk * width)
+        idx = np.take_along_axis(glob, np.maximum(pos, 0), axis=1)
+        idx[pos < 0] = -1
+        out_idx[rows, :kk], out_val[rows, :kk] = idx, val
+    slow = np.flatnonzero(~fast)
+    if slow.size:
+        idx, val = _topk_exact(scores[slow], kk)
+        out_idx[slow, :kk], out_val[slow, :kk] = idx, val
+    return out_idx, out_val
+
+
+def _topk_exact(scores: NDArray[Any], kk: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """`topk_rows` over whole rows (no NaN, ``kk <= width``), exactly ``kk`` columns out.
+
+    One `np.partition` finds each row's k-th value; a row holding exactly k cells at or above
+    it needs nothing more, and only rows where the k-th value ties with cells beyond the
+    k-th place pick the lowest item indices among the tied cells.
+    """
+    n, m = scores.shape
     if kk < m:
-        # The k-th largest value per row; everything above it is in, ties at it by index.
-        thr = -np.partition(-scores, kk - 1, axis=1)[:, kk - 1 : kk]
-        above = scores > thr
-        at = scores == thr
-        need = kk - above.sum(axis=1, keepdims=True)
-        chosen = above | (at & (np.cumsum(at, axis=1) <= need))
+        thr = np.partition(scores, m - kk, axis=1)[:, m - kk : m - kk + 1]
+        chosen = scores >= thr
+        extra = np.count_nonzero(chosen, axis=1) > kk
+        if extra.any():
+            rows = np.flatnonzero(extra)
+            sub, t = scores[rows], thr[rows]
+            at = sub == t
+            need = kk - np.count_nonzero(sub > t, axis=1, keepdims=True)
+            chosen[rows] = (sub > t) | (at & (np.cumsum(at, axis=1, dtype=np.int32) <= need))
         part = np.nonzero(chosen)[1].reshape(n, kk)
     else:
         part = np.broadcast_to(np.arange(m), (n, m))
@@ -176,8 +237,7 @@ def topk_rows(scores: NDArray[np.floating[Any]], k: int) -> tuple[NDArray[np.int
     val = np.take_along_axis(top, order, axis=1).astype(np.float32)
     idx[~np.isfinite(val)] = -1
     val[idx < 0] = -np.inf
-    out_idx[:, :kk], out_val[:, :kk] = idx, val
-    return out_idx, out_val
+    return idx, val
 
 
 def sparse_times_dense(rows: sp.csr_matrix, dense: NDArray[Any]) -> NDArray[np.float32]:
