@@ -176,12 +176,14 @@ def topk_rows(scores: NDArray[np.floating[Any]], k: int) -> tuple[NDArray[np.int
         idx, val = _topk_exact(scores, kk)
         out_idx[:, :kk], out_val[:, :kk] = idx, val
         return out_idx, out_val
-    main = scores[:, : n_chunks * width].reshape(n, n_chunks, width)
-    maxima = main.max(axis=2)
-    tail = scores[:, n_chunks * width :]
-    if tail.shape[1]:
+    # Chunk c holds columns c, c + n_chunks, c + 2·n_chunks, ...: the maxima are then a
+    # reduction over a middle axis, which numpy vectorizes (a last-axis one it does not).
+    main = scores[:, : n_chunks * width].reshape(n, width, n_chunks)
+    maxima = main.max(axis=1)
+    tail_len = m - n_chunks * width
+    if tail_len:
         padded = np.full((n, width), -np.inf, scores.dtype)
-        padded[:, : tail.shape[1]] = tail
+        padded[:, :tail_len] = scores[:, n_chunks * width :]
         maxima = np.concatenate([maxima, padded.max(axis=1, keepdims=True)], axis=1)
     total = maxima.shape[1]
     # k-th and (k+1)-th largest chunk maxima per row.
@@ -191,16 +193,26 @@ def topk_rows(scores: NDArray[np.floating[Any]], k: int) -> tuple[NDArray[np.int
     rows = np.flatnonzero(fast)
     if rows.size:
         chunk = np.sort(np.argpartition(maxima[rows], total - kk, axis=1)[:, total - kk :], axis=1)
-        cand = np.empty((rows.size, kk, width), scores.dtype)
         in_main = chunk < n_chunks
-        r2 = np.broadcast_to(rows[:, None], chunk.shape)
-        cand[in_main] = main[r2[in_main], chunk[in_main]]
+        safe = np.minimum(chunk, n_chunks - 1)[:, None, :]
+        cand = main[rows[:, None, None], np.arange(width)[None, :, None], safe]
+        offsets = np.arange(width)[None, :, None]
+        glob = offsets * n_chunks + chunk[:, None, :]
         if not in_main.all():
-            cand[~in_main] = padded[r2[~in_main]]
-        flat = cand.reshape(rows.size, kk * width)
+            r, c = np.nonzero(~in_main)
+            cand[r, :, c] = padded[rows[r]]
+            glob[r, :, c] = n_chunks * width + np.arange(width)
+        flat = cand.reshape(rows.size, width * kk)
+        gflat = glob.reshape(rows.size, width * kk)
+        if not in_main.all():
+            # Main cells come in index order (offset-major, chunks ascending); the tail's
+            # do not, so rows holding it are put in index order before the selection.
+            tr = np.flatnonzero(~in_main.all(axis=1))
+            perm = np.argsort(gflat[tr], axis=1)
+            flat[tr] = np.take_along_axis(flat[tr], perm, axis=1)
+            gflat[tr] = np.take_along_axis(gflat[tr], perm, axis=1)
         pos, val = _topk_exact(flat, kk)
-        glob = (chunk[:, :, None] * width + np.arange(width)).reshape(rows.size, kk * width)
-        idx = np.take_along_axis(glob, np.maximum(pos, 0), axis=1)
+        idx = np.take_along_axis(gflat, np.maximum(pos, 0), axis=1).astype(np.int64)
         idx[pos < 0] = -1
         out_idx[rows, :kk], out_val[rows, :kk] = idx, val
     slow = np.flatnonzero(~fast)
