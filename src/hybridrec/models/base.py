@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ import polars as pl
 import scipy.sparse as sp
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, ValidationError
+from threadpoolctl import threadpool_limits
 
 from hybridrec.data.dataset import InteractionData
 from hybridrec.data.vocab import Vocab
@@ -57,14 +59,18 @@ __all__ = [
     "ModelConfig",
     "Recommendations",
     "Recommender",
+    "batch_threads",
     "sparse_times_dense",
     "topk_rows",
 ]
 
 History = Mapping[Any, Sequence[Any] | Mapping[Any, float]]
 
-# Dense score blocks are chunked so one block stays under this many float32 cells (~256 MB).
-_BLOCK_CELLS = 64_000_000
+# Dense score blocks are chunked so one block stays under this many float32 cells (~32 MB);
+# `batch_threads` blocks are scored at once.
+_BLOCK_CELLS = 8_000_000
+# At most this many threads score blocks of one batch (each holds a block and temporaries).
+_MAX_THREADS = 8
 _SAVE_FORMAT = 1
 # Cells per chunk in `topk_rows` (a chunk's maximum stands for it in the first pass).
 _CHUNK = 64
@@ -387,12 +393,25 @@ class Recommender(ABC):
         block = max(1, _BLOCK_CELLS // max(n_items, 1))
         out_idx = np.full((ids.size, k), -1, np.int64)
         out_val = np.full((ids.size, k), -np.inf, np.float32)
-        for start in range(0, ids.size, block):
+
+        def run(start: int) -> None:
             sl = slice(start, start + block)
             scores = self._block_scores(idx[sl], hist[sl], fold_in[sl], exclude_seen=exclude_seen)
             if allowed is not None:
                 scores[:, ~allowed] = -np.inf
             out_idx[sl], out_val[sl] = topk_rows(scores, k)
+
+        starts = range(0, ids.size, block)
+        workers = min(len(starts), batch_threads())
+        if workers <= 1:
+            for start in starts:
+                run(start)
+        else:
+            # Blocks in parallel: BLAS products, partitions and comparisons release the GIL;
+            # BLAS itself stays on one thread per block so the pool does not oversubscribe.
+            # Peak memory is about ``workers`` blocks of scores and their top-k temporaries.
+            with threadpool_limits(1, "blas"), ThreadPoolExecutor(workers) as pool:
+                list(pool.map(run, starts))
         return Recommendations(ids, out_idx, out_val, items)
 
     def _block_scores(
@@ -519,6 +538,21 @@ class Recommender(ABC):
         return Recommender.from_state(
             payload, payload["users"], payload["items"], payload["user_items"]
         )
+
+
+def batch_threads() -> int:
+    """Threads that score the blocks of one batch: ``HYBRIDREC_THREADS``, else the cores (≤ 8).
+
+    Raises:
+        ConfigError: ``HYBRIDREC_THREADS`` is not a positive integer.
+    """
+    raw = os.environ.get("HYBRIDREC_THREADS", "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) <= 0:
+            raise ConfigError(f"HYBRIDREC_THREADS must be a positive integer (got {raw!r})")
+        return int(raw)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, _MAX_THREADS))
 
 
 def _check_k(k: int) -> None:
