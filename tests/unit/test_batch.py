@@ -92,9 +92,7 @@ def test_threaded_blocks_equal_one_block(
     name: str,
     exclude_seen: bool,
 ) -> None:
-    model = (
-        _hybrid(fitted, planted_data, "minmax", 10) if name == "hybrid" else fitted[name]
-    )
+    model = _hybrid(fitted, planted_data, "minmax", 10) if name == "hybrid" else fitted[name]
     ids = planted_data.users.ids
     whole = model.recommend(ids, 7, exclude_seen=exclude_seen)
     # Blocks of 3 users on 4 threads.

@@ -14,7 +14,7 @@ from hybridrec.models.base import topk_rows
 
 def reference_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Row by row: sort by (score desc, index asc), keep k finite cells, pad with -1/-inf."""
-    n, m = scores.shape
+    n = scores.shape[0]
     idx = np.full((n, k), -1, np.int64)
     val = np.full((n, k), -np.inf, np.float32)
     for r in range(n):
