@@ -14,7 +14,7 @@ MODEL_DIR ?= models
 # and neural (torch 2.13.0 CPU, pinned: a looser pin pulls a multi-GB CUDA build).
 EXTRAS ?= dev,serve,content,neural
 
-.PHONY: help venv install run train evaluate test lint typecheck pytest bench bench-quality bench-als bench-bundle bench-ann bench-content bench-serve clean
+.PHONY: help venv install run train evaluate test lint typecheck pytest bench bench-quality bench-als bench-bundle bench-ann bench-content bench-serve bench-batch clean
 
 help:
 	@echo "make run            train + evaluate the default pipeline, save to $(MODEL_DIR)/, serve it"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench-ann      FAISS IVF vs exact top-20 on 1M x 384 vectors (one core)"
 	@echo "make bench-content  MiniLM encoding + cache, cold-item and cold-user tables"
 	@echo "make bench-serve    API latency at a fixed rate and saturation throughput (loopback)"
+	@echo "make bench-batch    recommend --all-users (ALS, hybrid) vs implicit's batched recommend, 30k x 40k"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +77,9 @@ bench-content: $(VENV)/.installed
 
 bench-serve: $(VENV)/.installed
 	$(BIN)/python benchmarks/serve.py
+
+bench-batch: $(VENV)/.installed
+	$(BIN)/python benchmarks/batch.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import polars as pl
 import pytest
 
 from hybridrec.data.dataset import InteractionData
@@ -114,3 +115,28 @@ def test_bad_thread_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HYBRIDREC_THREADS", "lots")
     with pytest.raises(ConfigError, match="HYBRIDREC_THREADS"):
         base.batch_threads()
+
+
+def test_batch_reasons_agree_with_per_user_reasons(
+    fitted: dict[str, Recommender], planted_data: InteractionData
+) -> None:
+    from hybridrec.models.explain import answer, answer_batch
+
+    ids = planted_data.users.ids[:60].tolist() + [999_999]
+    batch = answer_batch(fitted.get, ids, 5, model="als")
+    assert batch.fallback == 1
+    per_user = answer(fitted.get, ids, 5, strategy="als", first="als", chain=("popularity",))
+    want = [
+        (a.user_id, item, "; ".join(r.text for r in reasons))
+        for a in per_user
+        for item, reasons in zip(a.items, a.reasons, strict=True)
+    ]
+    got = list(batch.frame.select("user_id", "item_id", "reason").iter_rows())
+    assert [g[:2] for g in got] == [w[:2] for w in want]
+    # Same rule; float32 cosines may break a near-tie between history items differently.
+    same = sum(g == w for g, w in zip(got, want, strict=True))
+    assert same >= 0.95 * len(want)
+    assert all(g[2] for g in got)
+    assert sum("because you liked" in g[2] for g in got) >= 0.9 * 60 * 5
+    popular = batch.frame.filter(pl.col("user_id") == 999_999)
+    assert popular["method"].to_list() == ["popularity"] * 5
