@@ -822,6 +822,19 @@ def _block_sources(
         own = model._fitted()[1]
         cells = np.flatnonzero(open_)
         r_idx = own.index(cell_items[cells], missing="mask")
+        if kind in ("als", "content"):
+            _vector_sources(
+                kind,
+                model,
+                own=own,
+                vocab=vocab,
+                history=(indptr, entries),
+                cell_rows=cell_rows[cells],
+                cells=cells,
+                r_idx=r_idx,
+                sources=sources,
+            )
+            continue
         n_pairs = lens[cells]
         total = int(n_pairs.sum())
         pair_cell = np.repeat(np.arange(cells.size), n_pairs)
@@ -841,6 +854,47 @@ def _block_sources(
         found = np.isfinite(best)
         sources[cells[found]] = hist_items[first[found]]
     return sources
+
+
+def _vector_sources(
+    kind: str,
+    model: Recommender,
+    *,
+    own: Any,
+    vocab: Any,
+    history: tuple[NDArray[np.int64], NDArray[np.int64]],
+    cell_rows: NDArray[np.int64],
+    cells: NDArray[np.int64],
+    r_idx: NDArray[np.int64],
+    sources: NDArray[np.int64],
+) -> None:
+    """`_block_sources` for factor / embedding cosines: one small product per user.
+
+    A user's history vectors times their recommended items' vectors (history × k); the
+    per-pair gather it replaces copies every history vector k times.
+    """
+    indptr, entries = history
+    unit = _unit_rows(kind, model)
+    to_own = (
+        None
+        if own == vocab
+        else _cached(f"to-{kind}", model, lambda: own.index(vocab.ids, missing="mask"))
+    )
+    users = cell_rows
+    cuts = np.flatnonzero(np.diff(users)) + 1
+    for lo, hi in itertools.pairwise([0, *cuts.tolist(), users.size]):
+        u = int(users[lo])
+        hist = entries[indptr[u] : indptr[u + 1]]
+        h = hist if to_own is None else to_own[hist]
+        r = r_idx[lo:hi]
+        hk, rk = np.flatnonzero(h >= 0), np.flatnonzero(r >= 0)
+        if not hk.size or not rk.size:
+            continue
+        sims = unit[h[hk]] @ unit[r[rk]].T
+        sims[sims == 0] = -np.inf  # no relation is no evidence
+        best = np.argmax(sims, axis=0)
+        ok = np.isfinite(sims[best, np.arange(rk.size)])
+        sources[cells[lo:hi][rk[ok]]] = hist[hk[best[ok]]]
 
 
 def _popular_texts(get: Provider, items_table: pl.DataFrame | None) -> Callable[[Any], str]:
