@@ -122,7 +122,7 @@ def test_batch_reasons_agree_with_per_user_reasons(
 ) -> None:
     from hybridrec.models.explain import answer, answer_batch
 
-    ids = planted_data.users.ids[:60].tolist() + [999_999]
+    ids = [*planted_data.users.ids[:60].tolist(), 999_999]
     batch = answer_batch(fitted.get, ids, 5, model="als")
     assert batch.fallback == 1
     per_user = answer(fitted.get, ids, 5, strategy="als", first="als", chain=("popularity",))

@@ -195,57 +195,83 @@ def topk_rows(scores: NDArray[np.floating[Any]], k: int) -> tuple[NDArray[np.int
     # k-th and (k+1)-th largest chunk maxima per row.
     part = np.partition(maxima, (total - kk - 1, total - kk), axis=1)
     kth, next_ = part[:, total - kk], part[:, total - kk - 1]
-    fast = (kth > next_) & np.isfinite(kth)
-    rows = np.flatnonzero(fast)
+    # The k chunks of largest maxima hold every cell above the k-th maximum (kth). When
+    # at least k cells are above it, the top k (ties included) lie in those chunks;
+    # otherwise the k-th value is kth itself: the cells above it, then ties by index.
+    chunk = np.sort(np.argpartition(maxima, total - kk, axis=1)[:, total - kk :], axis=1)
+    in_main = chunk < n_chunks
+    safe = np.minimum(chunk, n_chunks - 1)[:, None, :]
+    cand = main[np.arange(n)[:, None, None], np.arange(width)[None, :, None], safe]
+    glob = np.arange(width)[None, :, None] * n_chunks + chunk[:, None, :]
+    if not in_main.all():
+        r, c = np.nonzero(~in_main)
+        cand[r, :, c] = padded[r]
+        glob[r, :, c] = n_chunks * width + np.arange(width)
+    flat = cand.reshape(n, width * kk)
+    gflat = glob.reshape(n, width * kk)
+    inside = (kth > next_) | (np.count_nonzero(flat > kth[:, None], axis=1) >= kk)
+    rows = np.flatnonzero(inside)
     if rows.size:
-        chunk = np.sort(np.argpartition(maxima[rows], total - kk, axis=1)[:, total - kk :], axis=1)
-        in_main = chunk < n_chunks
-        safe = np.minimum(chunk, n_chunks - 1)[:, None, :]
-        cand = main[rows[:, None, None], np.arange(width)[None, :, None], safe]
-        offsets = np.arange(width)[None, :, None]
-        glob = offsets * n_chunks + chunk[:, None, :]
-        if not in_main.all():
-            r, c = np.nonzero(~in_main)
-            cand[r, :, c] = padded[rows[r]]
-            glob[r, :, c] = n_chunks * width + np.arange(width)
-        flat = cand.reshape(rows.size, width * kk)
-        gflat = glob.reshape(rows.size, width * kk)
-        if not in_main.all():
+        flat, gflat = flat[rows], gflat[rows]
+        tail_rows = np.flatnonzero(~in_main[rows].all(axis=1))
+        if tail_rows.size:
             # Main cells come in index order (offset-major, chunks ascending); the tail's
             # do not, so rows holding it are put in index order before the selection.
-            tr = np.flatnonzero(~in_main.all(axis=1))
-            perm = np.argsort(gflat[tr], axis=1)
-            flat[tr] = np.take_along_axis(flat[tr], perm, axis=1)
-            gflat[tr] = np.take_along_axis(gflat[tr], perm, axis=1)
+            perm = np.argsort(gflat[tail_rows], axis=1)
+            flat[tail_rows] = np.take_along_axis(flat[tail_rows], perm, axis=1)
+            gflat[tail_rows] = np.take_along_axis(gflat[tail_rows], perm, axis=1)
         pos, val = _topk_exact(flat, kk)
         idx = np.take_along_axis(gflat, np.maximum(pos, 0), axis=1).astype(np.int64)
         idx[pos < 0] = -1
         out_idx[rows, :kk], out_val[rows, :kk] = idx, val
-    slow = np.flatnonzero(~fast)
-    if slow.size:
-        idx, val = _topk_exact(scores[slow], kk)
-        out_idx[slow, :kk], out_val[slow, :kk] = idx, val
+    rest = np.flatnonzero(~inside)
+    if rest.size:
+        idx, val = _topk_exact(scores[rest], kk, thr=kth[rest, None])
+        out_idx[rest, :kk], out_val[rest, :kk] = idx, val
     return out_idx, out_val
 
 
-def _topk_exact(scores: NDArray[Any], kk: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+def _first_ties(sub: NDArray[Any], t: NDArray[Any], kk: int) -> NDArray[np.bool_]:
+    """Cells above ``t`` per row, plus the lowest-index cells equal to it up to ``kk`` in all.
+
+    Tied cells are looked for in a prefix of each row that grows fourfold until it holds
+    enough of them: when ties are many (zeros of a sparse model, equal popularity counts)
+    a short prefix does, and no row is scanned much more than once.
+    """
+    above = sub > t[:, None]
+    need = kk - np.count_nonzero(above, axis=1)
+    m = sub.shape[1]
+    todo = np.flatnonzero(need > 0)
+    width = min(m, max(256, 4 * kk))
+    while todo.size:
+        at = sub[todo, :width] == t[todo, None]
+        rank = np.cumsum(at, axis=1, dtype=np.int32)
+        done = (rank[:, -1] >= need[todo]) | (width == m)
+        sel = todo[done]
+        above[sel, :width] |= at[done] & (rank[done] <= need[sel, None])
+        todo = todo[~done]
+        width = min(m, width * 4)
+    return above
+
+
+def _topk_exact(
+    scores: NDArray[Any], kk: int, *, thr: NDArray[Any] | None = None
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
     """`topk_rows` over whole rows (no NaN, ``kk <= width``), exactly ``kk`` columns out.
 
-    One `np.partition` finds each row's k-th value; a row holding exactly k cells at or above
-    it needs nothing more, and only rows where the k-th value ties with cells beyond the
-    k-th place pick the lowest item indices among the tied cells.
+    One `np.partition` finds each row's k-th value (``thr``, when the caller knows it); a
+    row holding exactly k cells at or above it needs nothing more, and only rows where the
+    k-th value ties with cells beyond the k-th place pick the lowest indices among the ties.
     """
     n, m = scores.shape
     if kk < m:
-        thr = np.partition(scores, m - kk, axis=1)[:, m - kk : m - kk + 1]
+        if thr is None:
+            thr = np.partition(scores, m - kk, axis=1)[:, m - kk : m - kk + 1]
         chosen = scores >= thr
         extra = np.count_nonzero(chosen, axis=1) > kk
         if extra.any():
             rows = np.flatnonzero(extra)
-            sub, t = scores[rows], thr[rows]
-            at = sub == t
-            need = kk - np.count_nonzero(sub > t, axis=1, keepdims=True)
-            chosen[rows] = (sub > t) | (at & (np.cumsum(at, axis=1, dtype=np.int32) <= need))
+            chosen[rows] = _first_ties(scores[rows], thr[rows, 0], kk)
         part = np.nonzero(chosen)[1].reshape(n, kk)
     else:
         part = np.broadcast_to(np.arange(m), (n, m))
