@@ -72,7 +72,7 @@ _BLOCK_CELLS = 8_000_000
 # At most this many threads score blocks of one batch (each holds a block and temporaries).
 _MAX_THREADS = 8
 _SAVE_FORMAT = 1
-# Cells per chunk in `topk_rows` (a chunk's maximum stands for it in the first pass).
+# Cells per chunk (at most) in `topk_rows` (a chunk's maximum stands for it at first).
 _CHUNK = 64
 
 
@@ -176,7 +176,8 @@ def topk_rows(scores: NDArray[np.floating[Any]], k: int) -> tuple[NDArray[np.int
     if np.isnan(scores.max()):
         # max propagates NaN: one cheap pass decides whether the block needs a cleaned copy.
         scores = np.where(np.isnan(scores), -np.inf, scores)
-    width = _CHUNK
+    # Narrower chunks for large k, so that the k chosen chunks stay a small share of a row.
+    width = max(min(_CHUNK, m // (32 * kk)), min(8, _CHUNK))
     n_chunks = m // width
     if n_chunks < 4 * kk + 1:
         idx, val = _topk_exact(scores, kk)

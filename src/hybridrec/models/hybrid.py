@@ -285,16 +285,16 @@ class Hybrid(ComposedRecommender):
         on the weights (tuning reuses them).
         """
         raw = {n: self._component_scores(n, users, history, fold_in) for n in self.components_}
-        proposed = np.concatenate(
-            [topk_rows(scores, self.config.candidates)[0] for scores in raw.values()], axis=1
-        )
+        tops = {n: topk_rows(scores, self.config.candidates)[0] for n, scores in raw.items()}
+        proposed = np.concatenate(list(tops.values()), axis=1)
         candidates = np.sort(proposed, axis=1)
         candidates[:, 1:][candidates[:, 1:] == candidates[:, :-1]] = -1
         valid = candidates >= 0
         safe = np.maximum(candidates, 0)
         parts, answers = {}, {}
         for name, scores in raw.items():
-            answers[name] = np.isfinite(scores).any(axis=1)
+            # A row with any finite score has a first proposal (top-k pads only -inf/NaN).
+            answers[name] = tops[name][:, 0] >= 0
             picked = np.take_along_axis(scores, safe, axis=1)
             mask = valid & np.isfinite(picked)
             # Candidates ascend by item index, so rank ties break by index as before.
