@@ -71,6 +71,14 @@ def _friendly(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class UnknownPolicy(StrEnum):
+    """What ``recommend`` does with users the model does not know."""
+
+    fallback = "fallback"
+    skip = "skip"
+    error = "error"
+
+
 class OutputFormat(StrEnum):
     """How ``evaluate`` prints."""
 
@@ -428,6 +436,22 @@ def recommend(
     mmr: Annotated[
         float | None, typer.Option(help="Diversity re-ranking lambda (1 = relevance only).")
     ] = None,
+    unknown: Annotated[
+        UnknownPolicy,
+        typer.Option(
+            "--unknown",
+            help="Users the model does not know (and without history): answer them through "
+            "the fallback chain (the method column says which model did), skip them (counted "
+            "on stderr), or stop with an error.",
+        ),
+    ] = UnknownPolicy.fallback,
+    reasons: Annotated[
+        bool,
+        typer.Option(
+            "--reasons/--no-reasons",
+            help="Fill the reason column (with --no-reasons it is empty; batches are faster).",
+        ),
+    ] = True,
     version: VersionOpt = None,
 ) -> None:
     """Recommend top-k items: ``user_id,item_id,rank,score,method,reason``.
@@ -436,7 +460,7 @@ def recommend(
     the fallback chain (hybrid, als, two_tower, content, popular) fill every list to k.
     Every item says which model produced it and why it is recommended.
     """
-    from hybridrec.models.explain import STRATEGIES, Rules, answer, answers_frame
+    from hybridrec.models.explain import STRATEGIES, Rules, answer, answer_batch, answers_frame
     from hybridrec.pipeline.artifacts import load_pipeline
 
     chosen = sum([bool(user), users_file is not None, all_users])
@@ -459,17 +483,6 @@ def recommend(
     else:
         assert rec.users_ is not None
         ids = rec.users_.to_list()
-    if strategy is None:
-        # One model, no fallback: a user it does not know (and no history) is an error.
-        users = rec._fitted()[0]
-        unknown = [u for u in ids if u not in users and u not in history]
-        if unknown:
-            raise UnknownIdError(
-                "user",
-                unknown,
-                hint="not in the model's training data; --strategy answers "
-                "them through the cold-start chain",
-            )
     rules = Rules(
         exclude_seen=not include_seen,
         include_categories=category or None,
@@ -477,6 +490,39 @@ def recommend(
         min_popularity=min_popularity,
         mmr_lambda=mmr,
     )
+    if strategy is None and mmr is None:
+        # One model for the whole batch (blocked, threaded, vectorized reasons); users it
+        # does not know go to the fallback chain, are skipped, or stop it (--unknown).
+        batch = answer_batch(
+            pipeline.get,
+            ids,
+            k,
+            model=model or pipeline.default_model,
+            rules=rules,
+            history=history or None,
+            items_table=pipeline.items,
+            unknown=unknown.value,
+            reasons=reasons,
+        )
+        if batch.fallback:
+            err.print(f"{batch.fallback} unknown user(s) answered through the fallback chain")
+        if batch.skipped:
+            err.print(f"skipped {batch.skipped} unknown user(s)")
+        _emit(batch.frame, output, len(ids) - batch.skipped, pipeline.items)
+        return
+    users = rec._fitted()[0]
+    lost = [u for u in ids if u not in users and u not in history]
+    if lost and unknown is UnknownPolicy.error:
+        raise UnknownIdError(
+            "user",
+            lost,
+            hint="not in the model's training data; --unknown fallback answers them "
+            "through the fallback chain",
+        )
+    if lost and unknown is UnknownPolicy.skip:
+        gone = set(lost)
+        ids = [u for u in ids if u not in gone]
+        err.print(f"skipped {len(lost)} unknown user(s)")
     answers = answer(
         pipeline.get,
         ids,
@@ -488,13 +534,34 @@ def recommend(
         items_table=pipeline.items,
         first=None if strategy else (model or pipeline.default_model),
         chain=CHAIN_DEFAULT if strategy else (),
+        explain=reasons,
     )
-    frame = answers_frame(answers)
+    if strategy is None and lost and unknown is UnknownPolicy.fallback:
+        # --model with --mmr: the model alone answers known users, the chain the others.
+        gone = set(lost)
+        again = answer(
+            pipeline.get,
+            lost,
+            k,
+            rules=rules,
+            items_table=pipeline.items,
+            first=model or pipeline.default_model,
+            chain=CHAIN_DEFAULT,
+            explain=reasons,
+        )
+        by_user = dict(zip(lost, again, strict=True))
+        answers = [by_user.get(a.user_id, a) if a.user_id in gone else a for a in answers]
+        err.print(f"{len(lost)} unknown user(s) answered through the fallback chain")
+    _emit(answers_frame(answers), output, len(answers), pipeline.items)
+
+
+def _emit(frame: pl.DataFrame, output: Path | None, n_users: int, items: Any) -> None:
+    """``recommend``'s table to a file (CSV/Parquet) or stdout."""
     if output is not None:
         _write_table(frame, output)
-        err.print(f"wrote {frame.height} rows for {len(answers)} users to {output}")
+        err.print(f"wrote {frame.height} rows for {n_users} users to {output}")
         return
-    _print_ranked(frame, pipeline.items, "user_id")
+    _print_ranked(frame, items, "user_id")
 
 
 CHAIN_DEFAULT = ("hybrid", "als", "two_tower", "content", "popularity")

@@ -480,8 +480,118 @@ def test_wrong_type_names_the_files_own_column(
 
 
 def test_unknown_user(ml_store: MlStore) -> None:
-    ran = invoke("recommend", "--model-dir", ml_store.model_dir, "--user", "99999999", "-k", "5")
+    ran = invoke(
+        "recommend",
+        "--model-dir",
+        ml_store.model_dir,
+        "--user",
+        "99999999",
+        "-k",
+        "5",
+        "--unknown",
+        "error",
+    )
     assert_error(ran, r"unknown user id.*99999999")
+
+
+def _batch_with_unknowns(tmp_path: Path) -> Path:
+    path = tmp_path / "batch.csv"
+    path.write_text("user_id\n1\n99999999\n414\n88888888\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("model", ["als", "itemknn"])
+def test_unknown_users_in_a_batch_get_the_fallback_chain(
+    ml_store: MlStore, tmp_path: Path, model: str
+) -> None:
+    out = tmp_path / "recs.csv"
+    ran = invoke(
+        "recommend",
+        "--model-dir",
+        ml_store.model_dir,
+        "--users-file",
+        _batch_with_unknowns(tmp_path),
+        "--model",
+        model,
+        "-k",
+        "4",
+        "--output",
+        out,
+    )
+    assert_ok(ran)
+    assert "2 unknown user(s) answered through the fallback chain" in ran.stderr
+    df = pl.read_csv(out)
+    assert df.columns == ["user_id", "item_id", "rank", "score", "method", "reason"]
+    # Every user answered, in the file's order, each with 4 ranked items.
+    assert df["user_id"].unique(maintain_order=True).to_list() == [1, 99999999, 414, 88888888]
+    assert df.group_by("user_id").len()["len"].to_list() == [4] * 4
+    methods = dict(df.group_by("user_id").agg(pl.col("method").unique()).iter_rows())
+    assert methods[1] == [model] and methods[414] == [model]
+    assert methods[99999999] == ["popularity"] and methods[88888888] == ["popularity"]
+    assert df["reason"].str.len_chars().min() > 0
+    assert df.filter(pl.col("method") == model)["reason"].str.contains("because you liked").any()
+
+
+def test_unknown_users_skipped_with_a_count(ml_store: MlStore, tmp_path: Path) -> None:
+    ran = invoke(
+        "recommend",
+        "--model-dir",
+        ml_store.model_dir,
+        "--users-file",
+        _batch_with_unknowns(tmp_path),
+        "--model",
+        "als",
+        "-k",
+        "3",
+        "--unknown",
+        "skip",
+    )
+    assert_ok(ran)
+    assert "skipped 2 unknown user(s)" in ran.stderr
+    df = read_csv_text(ran.stdout)
+    assert df["user_id"].unique(maintain_order=True).to_list() == [1, 414]
+    assert df.height == 6
+
+
+def test_unknown_users_error_names_them(ml_store: MlStore, tmp_path: Path) -> None:
+    ran = invoke(
+        "recommend",
+        "--model-dir",
+        ml_store.model_dir,
+        "--users-file",
+        _batch_with_unknowns(tmp_path),
+        "--model",
+        "als",
+        "--unknown",
+        "error",
+    )
+    assert_error(ran, r"unknown user id.*99999999.*88888888")
+
+
+def test_unknown_policy_must_be_valid(ml_store: MlStore) -> None:
+    ran = invoke("recommend", "--model-dir", ml_store.model_dir, "--user", "1", "--unknown", "x")
+    assert ran.code == 2
+    assert "--unknown" in ran.stderr
+
+
+def test_no_reasons_leaves_the_column_empty(ml_store: MlStore, tmp_path: Path) -> None:
+    out = tmp_path / "recs.parquet"
+    ran = invoke(
+        "recommend",
+        "--model-dir",
+        ml_store.model_dir,
+        "--all-users",
+        "-k",
+        "2",
+        "--no-reasons",
+        "--output",
+        out,
+    )
+    assert_ok(ran)
+    df = pl.read_parquet(out)
+    assert df.columns == ["user_id", "item_id", "rank", "score", "method", "reason"]
+    assert df.height == 609 * 2
+    assert set(df["reason"].to_list()) == {""}
 
 
 def test_unknown_item_for_similar(ml_store: MlStore) -> None:

@@ -38,6 +38,7 @@ import os
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -48,6 +49,7 @@ import polars as pl
 import scipy.sparse as sp
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, ValidationError
+from threadpoolctl import threadpool_limits
 
 from hybridrec.data.dataset import InteractionData
 from hybridrec.data.vocab import Vocab
@@ -60,15 +62,21 @@ __all__ = [
     "ModelConfig",
     "Recommendations",
     "Recommender",
+    "batch_threads",
     "sparse_times_dense",
     "topk_rows",
 ]
 
 History = Mapping[Any, Sequence[Any] | Mapping[Any, float]]
 
-# Dense score blocks are chunked so one block stays under this many float32 cells (~256 MB).
-_BLOCK_CELLS = 64_000_000
+# Dense score blocks are chunked so one block stays under this many float32 cells (~32 MB);
+# `batch_threads` blocks are scored at once.
+_BLOCK_CELLS = 8_000_000
+# At most this many threads score blocks of one batch (each holds a block and temporaries).
+_MAX_THREADS = 8
 _SAVE_FORMAT = 1
+# Cells per chunk (at most) in `topk_rows` (a chunk's maximum stands for it at first).
+_CHUNK = 64
 
 
 class ModelConfig(BaseModel):
@@ -155,6 +163,12 @@ def topk_rows(scores: NDArray[np.floating[Any]], k: int) -> tuple[NDArray[np.int
 
     Ties are broken by item index, also at the k-th place, so results never depend on the
     partition algorithm: batch and single-user answers and saved/loaded models agree exactly.
+    ``scores`` is never modified (copied once only when it holds NaN).
+
+    Wide rows are cut into chunks of `_CHUNK` cells: the k chunks with the largest maxima
+    hold every top-k cell whenever the k-th and (k+1)-th largest chunk maxima differ, so
+    those rows are answered from k·`_CHUNK` candidates; other rows (ties at the k-th chunk
+    maximum, rows nobody can answer) take the exact path over the whole row.
     """
     n, m = scores.shape
     kk = min(k, m)
@@ -163,14 +177,106 @@ def topk_rows(scores: NDArray[np.floating[Any]], k: int) -> tuple[NDArray[np.int
     out_val = np.full((n, k), -np.inf, np.float32)
     if kk == 0 or n == 0:
         return out_idx, out_val
-    scores = np.where(np.isnan(scores), -np.inf, scores)
+    if np.isnan(scores.max()):
+        # max propagates NaN: one cheap pass decides whether the block needs a cleaned copy.
+        scores = np.where(np.isnan(scores), -np.inf, scores)
+    # Narrower chunks for large k, so that the k chosen chunks stay a small share of a row.
+    width = max(min(_CHUNK, m // (32 * kk)), min(8, _CHUNK))
+    n_chunks = m // width
+    if n_chunks < 4 * kk + 1:
+        idx, val = _topk_exact(scores, kk)
+        out_idx[:, :kk], out_val[:, :kk] = idx, val
+        return out_idx, out_val
+    # Chunk c holds columns c, c + n_chunks, c + 2·n_chunks, ...: the maxima are then a
+    # reduction over a middle axis, which numpy vectorizes (a last-axis one it does not).
+    main = scores[:, : n_chunks * width].reshape(n, width, n_chunks)
+    maxima = main.max(axis=1)
+    tail_len = m - n_chunks * width
+    if tail_len:
+        padded = np.full((n, width), -np.inf, scores.dtype)
+        padded[:, :tail_len] = scores[:, n_chunks * width :]
+        maxima = np.concatenate([maxima, padded.max(axis=1, keepdims=True)], axis=1)
+    total = maxima.shape[1]
+    # k-th and (k+1)-th largest chunk maxima per row.
+    part = np.partition(maxima, (total - kk - 1, total - kk), axis=1)
+    kth, next_ = part[:, total - kk], part[:, total - kk - 1]
+    # The k chunks of largest maxima hold every cell above the k-th maximum (kth). When
+    # at least k cells are above it, the top k (ties included) lie in those chunks;
+    # otherwise the k-th value is kth itself: the cells above it, then ties by index.
+    chunk = np.sort(np.argpartition(maxima, total - kk, axis=1)[:, total - kk :], axis=1)
+    in_main = chunk < n_chunks
+    safe = np.minimum(chunk, n_chunks - 1)[:, None, :]
+    cand = main[np.arange(n)[:, None, None], np.arange(width)[None, :, None], safe]
+    glob = np.arange(width)[None, :, None] * n_chunks + chunk[:, None, :]
+    if not in_main.all():
+        r, c = np.nonzero(~in_main)
+        cand[r, :, c] = padded[r]
+        glob[r, :, c] = n_chunks * width + np.arange(width)
+    flat = cand.reshape(n, width * kk)
+    gflat = glob.reshape(n, width * kk)
+    inside = (kth > next_) | (np.count_nonzero(flat > kth[:, None], axis=1) >= kk)
+    rows = np.flatnonzero(inside)
+    if rows.size:
+        flat, gflat = flat[rows], gflat[rows]
+        tail_rows = np.flatnonzero(~in_main[rows].all(axis=1))
+        if tail_rows.size:
+            # Main cells come in index order (offset-major, chunks ascending); the tail's
+            # do not, so rows holding it are put in index order before the selection.
+            perm = np.argsort(gflat[tail_rows], axis=1)
+            flat[tail_rows] = np.take_along_axis(flat[tail_rows], perm, axis=1)
+            gflat[tail_rows] = np.take_along_axis(gflat[tail_rows], perm, axis=1)
+        pos, val = _topk_exact(flat, kk)
+        idx = np.take_along_axis(gflat, np.maximum(pos, 0), axis=1).astype(np.int64)
+        idx[pos < 0] = -1
+        out_idx[rows, :kk], out_val[rows, :kk] = idx, val
+    rest = np.flatnonzero(~inside)
+    if rest.size:
+        idx, val = _topk_exact(scores[rest], kk, thr=kth[rest, None])
+        out_idx[rest, :kk], out_val[rest, :kk] = idx, val
+    return out_idx, out_val
+
+
+def _first_ties(sub: NDArray[Any], t: NDArray[Any], kk: int) -> NDArray[np.bool_]:
+    """Cells above ``t`` per row, plus the lowest-index cells equal to it up to ``kk`` in all.
+
+    Tied cells are looked for in a prefix of each row that grows fourfold until it holds
+    enough of them: when ties are many (zeros of a sparse model, equal popularity counts)
+    a short prefix does, and no row is scanned much more than once.
+    """
+    above = sub > t[:, None]
+    need = kk - np.count_nonzero(above, axis=1)
+    m = sub.shape[1]
+    todo = np.flatnonzero(need > 0)
+    width = min(m, max(256, 4 * kk))
+    while todo.size:
+        at = sub[todo, :width] == t[todo, None]
+        rank = np.cumsum(at, axis=1, dtype=np.int32)
+        done = (rank[:, -1] >= need[todo]) | (width == m)
+        sel = todo[done]
+        above[sel, :width] |= at[done] & (rank[done] <= need[sel, None])
+        todo = todo[~done]
+        width = min(m, width * 4)
+    return above
+
+
+def _topk_exact(
+    scores: NDArray[Any], kk: int, *, thr: NDArray[Any] | None = None
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """`topk_rows` over whole rows (no NaN, ``kk <= width``), exactly ``kk`` columns out.
+
+    One `np.partition` finds each row's k-th value (``thr``, when the caller knows it); a
+    row holding exactly k cells at or above it needs nothing more, and only rows where the
+    k-th value ties with cells beyond the k-th place pick the lowest indices among the ties.
+    """
+    n, m = scores.shape
     if kk < m:
-        # The k-th largest value per row; everything above it is in, ties at it by index.
-        thr = -np.partition(-scores, kk - 1, axis=1)[:, kk - 1 : kk]
-        above = scores > thr
-        at = scores == thr
-        need = kk - above.sum(axis=1, keepdims=True)
-        chosen = above | (at & (np.cumsum(at, axis=1) <= need))
+        if thr is None:
+            thr = np.partition(scores, m - kk, axis=1)[:, m - kk : m - kk + 1]
+        chosen = scores >= thr
+        extra = np.count_nonzero(chosen, axis=1) > kk
+        if extra.any():
+            rows = np.flatnonzero(extra)
+            chosen[rows] = _first_ties(scores[rows], thr[rows, 0], kk)
         part = np.nonzero(chosen)[1].reshape(n, kk)
     else:
         part = np.broadcast_to(np.arange(m), (n, m))
@@ -180,8 +286,7 @@ def topk_rows(scores: NDArray[np.floating[Any]], k: int) -> tuple[NDArray[np.int
     val = np.take_along_axis(top, order, axis=1).astype(np.float32)
     idx[~np.isfinite(val)] = -1
     val[idx < 0] = -np.inf
-    out_idx[:, :kk], out_val[:, :kk] = idx, val
-    return out_idx, out_val
+    return idx, val
 
 
 def sparse_times_dense(rows: sp.csr_matrix, dense: NDArray[Any]) -> NDArray[np.float32]:
@@ -321,12 +426,25 @@ class Recommender(ABC):
         block = max(1, _BLOCK_CELLS // max(n_items, 1))
         out_idx = np.full((ids.size, k), -1, np.int64)
         out_val = np.full((ids.size, k), -np.inf, np.float32)
-        for start in range(0, ids.size, block):
+
+        def run(start: int) -> None:
             sl = slice(start, start + block)
             scores = self._block_scores(idx[sl], hist[sl], fold_in[sl], exclude_seen=exclude_seen)
             if allowed is not None:
                 scores[:, ~allowed] = -np.inf
             out_idx[sl], out_val[sl] = topk_rows(scores, k)
+
+        starts = range(0, ids.size, block)
+        workers = min(len(starts), batch_threads())
+        if workers <= 1:
+            for start in starts:
+                run(start)
+        else:
+            # Blocks in parallel: BLAS products, partitions and comparisons release the GIL;
+            # BLAS itself stays on one thread per block so the pool does not oversubscribe.
+            # Peak memory is about ``workers`` blocks of scores and their top-k temporaries.
+            with threadpool_limits(1, "blas"), ThreadPoolExecutor(workers) as pool:
+                list(pool.map(run, starts))
         return Recommendations(ids, out_idx, out_val, items)
 
     def _block_scores(
@@ -490,6 +608,21 @@ def _training_rows(user_items: sp.csr_matrix, idx: NDArray[np.int64]) -> sp.csr_
     rows.sum_duplicates()
     rows.sort_indices()
     return rows
+
+
+def batch_threads() -> int:
+    """Threads that score the blocks of one batch: ``HYBRIDREC_THREADS``, else the cores (≤ 8).
+
+    Raises:
+        ConfigError: ``HYBRIDREC_THREADS`` is not a positive integer.
+    """
+    raw = os.environ.get("HYBRIDREC_THREADS", "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) <= 0:
+            raise ConfigError(f"HYBRIDREC_THREADS must be a positive integer (got {raw!r})")
+        return int(raw)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, _MAX_THREADS))
 
 
 def _check_k(k: int) -> None:

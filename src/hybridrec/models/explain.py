@@ -25,6 +25,7 @@ allow/deny lists, a minimum popularity, and MMR diversity re-ranking with a lamb
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,11 +43,15 @@ __all__ = [
     "CHAIN",
     "STRATEGIES",
     "STRATEGY_NAMES",
+    "UNKNOWN_POLICIES",
     "Answer",
+    "Batch",
     "Reason",
     "Rules",
     "answer",
+    "answer_batch",
     "answers_frame",
+    "batch_reasons",
 ]
 
 log = logging.getLogger(__name__)
@@ -603,3 +608,417 @@ def _explain(
                     )
                 reasons.append(Reason("popular overall", "popular", {"rank": rank}))
             a.reasons.append(reasons)
+
+
+# ---- batches --------------------------------------------------------------------------------
+# One model over many users (``recommend --model M --all-users``): the model's own blocked,
+# threaded `recommend`, reasons computed per block of users with array operations, and users
+# the model does not know sent through `answer` (the fallback chain) or skipped.
+
+#: What a batch does with users the model does not know (and who bring no history).
+UNKNOWN_POLICIES = ("fallback", "skip", "error")
+# Users per block of reason computation (bounds the history × recommended temporaries).
+_REASON_BLOCK = 1024
+
+
+@dataclass
+class Batch:
+    """A batch's answers in long format, and what happened to users the model lacks.
+
+    Attributes:
+        frame: ``user_id, item_id, rank, score, method, reason``, in the order users were given.
+        fallback: Users answered by the fallback chain instead of the model.
+        skipped: Users left out.
+    """
+
+    frame: pl.DataFrame
+    fallback: int = 0
+    skipped: int = 0
+
+
+def answer_batch(
+    get: Provider,
+    user_ids: Sequence[Any],
+    k: int,
+    *,
+    model: str,
+    rules: Rules | None = None,
+    history: History | None = None,
+    items_table: pl.DataFrame | None = None,
+    unknown: str = "fallback",
+    reasons: bool = True,
+) -> Batch:
+    """Recommend ``k`` items to many users with one model, as a table.
+
+    Known users (and users with ``history``) get ``model``'s answer; unknown ones, by
+    ``unknown``: ``fallback`` answers them through `answer` and the chain after the model
+    (the ``method`` column says which model did), ``skip`` leaves them out (counted),
+    ``error`` raises. Rules as in `answer`, except diversity (MMR), which needs `answer`.
+
+    Raises:
+        ConfigError: Unknown policy, a missing model, or an MMR rule.
+        UnknownIdError: ``unknown="error"`` and some user is unknown.
+    """
+    from hybridrec.errors import UnknownIdError
+
+    if unknown not in UNKNOWN_POLICIES:
+        raise ConfigError(f"unknown users policy {unknown!r}; valid: {', '.join(UNKNOWN_POLICIES)}")
+    rules = rules or Rules()
+    if rules.mmr_lambda is not None:
+        raise ConfigError("diversity re-ranking (mmr) is not available in batch answers")
+    rec = get(model)
+    if rec is None:
+        raise ConfigError(f"no model {model!r} to answer the batch")
+    extra = dict(history or {})
+    users = rec._fitted()[0]
+    is_known = np.asarray([u in users or u in extra for u in user_ids], dtype=bool)
+    lost = [u for u, ok in zip(user_ids, is_known, strict=True) if not ok]
+    if lost and unknown == "error":
+        raise UnknownIdError(
+            "user",
+            lost,
+            hint="not in the model's training data; --unknown fallback answers them "
+            "through the fallback chain, --unknown skip leaves them out",
+        )
+    frames: list[pl.DataFrame] = []
+    known = [u for u, ok in zip(user_ids, is_known, strict=True) if ok]
+    if known:
+        frames.append(
+            _model_frame(
+                get,
+                rec,
+                model,
+                known,
+                k,
+                rules=rules,
+                extra=extra,
+                items_table=items_table,
+                reasons=reasons,
+            )
+        )
+    result = Batch(pl.DataFrame(), skipped=len(lost) if unknown == "skip" else 0)
+    if lost and unknown == "fallback":
+        chain = [n for n in CHAIN if n != model]
+        answers = answer(
+            get,
+            lost,
+            k,
+            rules=rules,
+            items_table=items_table,
+            chain=chain,
+            first=model,
+            explain=reasons,
+        )
+        frames.append(answers_frame(answers))
+        result.fallback = len(lost)
+    result.frame = _ordered(frames, user_ids)
+    return result
+
+
+def _ordered(frames: list[pl.DataFrame], user_ids: Sequence[Any]) -> pl.DataFrame:
+    """Frames concatenated in the order of ``user_ids`` (one id type: text when mixed)."""
+    cols = ["user_id", "item_id", "rank", "score", "method", "reason"]
+    frames = [f for f in frames if f.height]
+    if not frames:
+        return pl.DataFrame(schema=dict.fromkeys(cols, pl.String))
+    for col in ("user_id", "item_id"):
+        if len({f.schema[col] for f in frames}) > 1:
+            frames = [f.with_columns(pl.col(col).cast(pl.String)) for f in frames]
+    frame = pl.concat([f.select(cols) for f in frames])
+    if len(frames) > 1:
+        typed = frame["user_id"].dtype
+        order = pl.DataFrame(
+            {"user_id": pl.Series(user_ids, strict=False).cast(typed), "_pos": range(len(user_ids))}
+        ).unique("user_id", keep="first")
+        frame = (
+            frame.join(order, on="user_id", how="left")
+            .sort("_pos", "rank", maintain_order=True)
+            .drop("_pos")
+        )
+    return frame
+
+
+def _model_frame(
+    get: Provider,
+    rec: Recommender,
+    name: str,
+    user_ids: list[Any],
+    k: int,
+    *,
+    rules: Rules,
+    extra: Mapping[Any, Any],
+    items_table: pl.DataFrame | None,
+    reasons: bool,
+) -> pl.DataFrame:
+    """One model's answers to users it can answer, in long format with reasons."""
+    item_filter = _filter(rules, items_table, _model_for("popularity", get, 0.0))
+    ids = np.asarray(user_ids, dtype=object) if _mixed_types(user_ids) else np.asarray(user_ids)
+    hist = {u: extra[u] for u in user_ids if u in extra}
+    recs = rec.recommend(
+        ids, k, exclude_seen=rules.exclude_seen, filters=item_filter, history=hist or None
+    )
+    frame = recs.to_frame().with_columns(pl.lit(name).alias("method"))
+    rows = np.nonzero(recs.indices >= 0)[0]
+    if not reasons:
+        return frame.with_columns(pl.lit("").alias("reason"))
+    texts = batch_reasons(
+        get,
+        recs.user_ids,
+        rows,
+        frame["item_id"].to_numpy(),
+        name,
+        extra=extra,
+        items_table=items_table,
+    )
+    return frame.with_columns(pl.Series("reason", texts, dtype=pl.String))
+
+
+def batch_reasons(
+    get: Provider,
+    user_ids: NDArray[Any],
+    rows: NDArray[np.int64],
+    items: NDArray[Any],
+    method: str,
+    *,
+    extra: Mapping[Any, Any] | None = None,
+    items_table: pl.DataFrame | None = None,
+) -> list[str]:
+    """Reason texts (joined by "; ") for recommended cells, the same rules as `answer`'s.
+
+    Cell ``c`` recommends ``items[c]`` to ``user_ids[rows[c]]`` (``rows`` ascending, as
+    `Recommendations.to_frame` emits them). Per block of users, every (history item,
+    recommended item) pair of a user is scored at once by the first similarity that knows
+    both (ALS factor cosine, item-kNN, EASE; content embeddings for content answers); the
+    history item of highest similarity explains the cell, and cells with no evidence (and
+    popularity answers) get the popularity reasons.
+    """
+    extra = extra or {}
+    titles = _titles(items_table)
+    out: list[str | None] = [None] * rows.size
+    kinds: tuple[str, ...] = ()
+    if not method.startswith("popularity"):
+        kinds = ("content",) if method == "content" else _CF_SIMILARITY
+    hist = _batch_histories(get, user_ids, extra)
+    if hist is not None and rows.size:
+        vocab, indptr, entries = hist
+        prefix = "similar in content to " if kinds == ("content",) else "because you liked "
+        starts = np.searchsorted(rows, np.arange(0, user_ids.size, _REASON_BLOCK))
+        bounds = [*starts.tolist(), rows.size]
+        for lo, hi in itertools.pairwise(bounds):
+            if lo == hi:
+                continue
+            sources = _block_sources(
+                get,
+                kinds,
+                vocab=vocab,
+                indptr=indptr,
+                entries=entries,
+                cell_rows=rows[lo:hi],
+                cell_items=items[lo:hi],
+            )
+            found = np.flatnonzero(sources >= 0)
+            named = vocab.lookup(sources[found]).tolist()
+            for c, source in zip(found.tolist(), named, strict=True):
+                out[lo + c] = prefix + titles.get(source, str(source))
+    popular = _popular_texts(get, items_table)
+    return [
+        text if text is not None else popular(item)
+        for text, item in zip(out, items.tolist(), strict=True)
+    ]
+
+
+def _batch_histories(
+    get: Provider, user_ids: NDArray[Any], extra: Mapping[Any, Any]
+) -> tuple[Any, NDArray[np.int64], NDArray[np.int64]] | None:
+    """Users' training items plus new history, as CSR parts: (item vocab, indptr, items).
+
+    The training rows come from the first loaded model, as in `answer`'s reasons.
+    """
+    for name in ("als", "itemknn", "ease", "popularity", "content"):
+        model = get(name)
+        if model is None:
+            continue
+        users, vocab, user_items = model._fitted()
+        idx = users.index(user_ids, missing="mask")
+        rows = user_items[np.maximum(idx, 0)]
+        counts = np.where(idx >= 0, np.diff(rows.indptr), 0)
+        keep = np.repeat(idx >= 0, np.diff(rows.indptr))
+        entries = rows.indices[keep].astype(np.int64)
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        plain = [v.item() if isinstance(v, np.generic) else v for v in user_ids.tolist()]
+        if not any(u in extra for u in plain):
+            return vocab, indptr, entries
+        parts = []
+        for i, u in enumerate(plain):
+            own = entries[indptr[i] : indptr[i + 1]]
+            new = extra.get(u)
+            if new:
+                add = vocab.index(list(new), missing="mask")
+                own = np.concatenate([own, add[add >= 0]])
+                own = own[np.sort(np.unique(own, return_index=True)[1])]
+            parts.append(own.astype(np.int64))
+        lengths = np.asarray([p.size for p in parts], np.int64)
+        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        return vocab, indptr, np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    return None
+
+
+# History × recommended pairs scored at once (bounds the gathered factor rows).
+_PAIR_CHUNK = 262_144
+
+
+def _unit_rows(kind: str, model: Recommender) -> NDArray[np.float32]:
+    """Unit-length item vectors of an ALS or content model, built once per model."""
+
+    def build() -> NDArray[np.float32]:
+        v = model.item_factors_ if kind == "als" else model.embeddings_  # type: ignore[attr-defined]
+        v = np.asarray(v, np.float32)
+        norms = np.linalg.norm(v, axis=1, keepdims=True)
+        return np.asarray(v / np.where(norms > 0, norms, 1.0), np.float32)
+
+    unit: NDArray[np.float32] = _cached(f"unit-{kind}", model, build)
+    return unit
+
+
+def _pair_similarity(
+    kind: str, model: Recommender, h: NDArray[np.int64], r: NDArray[np.int64]
+) -> NDArray[np.float64]:
+    """Similarity of item pairs ``(h[p], r[p])`` in one model's item notion."""
+    out = np.empty(h.size, np.float64)
+    for lo in range(0, h.size, _PAIR_CHUNK):
+        hs, rs = h[lo : lo + _PAIR_CHUNK], r[lo : lo + _PAIR_CHUNK]
+        if kind == "itemknn":
+            sim = model.similarity_  # type: ignore[attr-defined]
+            block = np.asarray(sim[hs, rs]).ravel()
+        elif kind == "ease":
+            block = np.asarray(model.weights_[hs, rs])  # type: ignore[attr-defined]
+        else:
+            unit = _unit_rows(kind, model)
+            block = np.einsum("ij,ij->i", unit[hs], unit[rs])
+        out[lo : lo + hs.size] = block
+    return out
+
+
+def _block_sources(
+    get: Provider,
+    kinds: Sequence[str],
+    *,
+    vocab: Any,
+    indptr: NDArray[np.int64],
+    entries: NDArray[np.int64],
+    cell_rows: NDArray[np.int64],
+    cell_items: NDArray[Any],
+) -> NDArray[np.int64]:
+    """Per cell, the history item (index in ``vocab``) that explains it best, or -1."""
+    sources = np.full(cell_rows.size, -1, np.int64)
+    starts = indptr[cell_rows]
+    lens = indptr[cell_rows + 1] - starts
+    for kind in kinds:
+        model = get(kind)
+        open_ = (sources < 0) & (lens > 0)
+        if model is None or not open_.any():
+            continue
+        own = model._fitted()[1]
+        cells = np.flatnonzero(open_)
+        r_idx = own.index(cell_items[cells], missing="mask")
+        if kind in ("als", "content"):
+            _vector_sources(
+                kind,
+                model,
+                own=own,
+                vocab=vocab,
+                history=(indptr, entries),
+                cell_rows=cell_rows[cells],
+                cells=cells,
+                r_idx=r_idx,
+                sources=sources,
+            )
+            continue
+        n_pairs = lens[cells]
+        total = int(n_pairs.sum())
+        pair_cell = np.repeat(np.arange(cells.size), n_pairs)
+        offsets = np.arange(total) - np.repeat(np.cumsum(n_pairs) - n_pairs, n_pairs)
+        pair_entry = np.repeat(starts[cells], n_pairs) + offsets
+        hist_items = entries[pair_entry]
+        h_idx = hist_items if own == vocab else own.index(vocab.lookup(hist_items), missing="mask")
+        r_pair = r_idx[pair_cell]
+        sim = np.full(total, -np.inf)
+        ok = (h_idx >= 0) & (r_pair >= 0)
+        if ok.any():
+            sim[ok] = _pair_similarity(kind, model, h_idx[ok], r_pair[ok])
+        sim[(sim == 0) | ~np.isfinite(sim)] = -np.inf  # no relation is no evidence
+        seg = np.concatenate([[0], np.cumsum(n_pairs)[:-1]])
+        best = np.maximum.reduceat(sim, seg)
+        first = np.minimum.reduceat(np.where(sim == best[pair_cell], np.arange(total), total), seg)
+        found = np.isfinite(best)
+        sources[cells[found]] = hist_items[first[found]]
+    return sources
+
+
+def _vector_sources(
+    kind: str,
+    model: Recommender,
+    *,
+    own: Any,
+    vocab: Any,
+    history: tuple[NDArray[np.int64], NDArray[np.int64]],
+    cell_rows: NDArray[np.int64],
+    cells: NDArray[np.int64],
+    r_idx: NDArray[np.int64],
+    sources: NDArray[np.int64],
+) -> None:
+    """`_block_sources` for factor / embedding cosines: one small product per user.
+
+    A user's history vectors times their recommended items' vectors (history × k); the
+    per-pair gather it replaces copies every history vector k times.
+    """
+    indptr, entries = history
+    unit = _unit_rows(kind, model)
+    to_own = (
+        None
+        if own == vocab
+        else _cached(f"to-{kind}", model, lambda: own.index(vocab.ids, missing="mask"))
+    )
+    users = cell_rows
+    cuts = np.flatnonzero(np.diff(users)) + 1
+    for lo, hi in itertools.pairwise([0, *cuts.tolist(), users.size]):
+        u = int(users[lo])
+        hist = entries[indptr[u] : indptr[u + 1]]
+        h = hist if to_own is None else to_own[hist]
+        r = r_idx[lo:hi]
+        hk, rk = np.flatnonzero(h >= 0), np.flatnonzero(r >= 0)
+        if not hk.size or not rk.size:
+            continue
+        sims = unit[h[hk]] @ unit[r[rk]].T
+        sims[sims == 0] = -np.inf  # no relation is no evidence
+        best = np.argmax(sims, axis=0)
+        ok = np.isfinite(sims[best, np.arange(rk.size)])
+        sources[cells[lo:hi][rk[ok]]] = hist[hk[best[ok]]]
+
+
+def _popular_texts(get: Provider, items_table: pl.DataFrame | None) -> Callable[[Any], str]:
+    """Item → its popularity reasons ("popular in <genre>; popular overall"), memoized."""
+    categories = _categories(items_table)
+    pop = _model_for("popularity", get, 0.0)
+    ranks: dict[Any, int] = {}
+    if pop is not None:
+
+        def build_ranks(pop: Recommender = pop) -> dict[Any, int]:
+            order = np.argsort(-np.asarray(pop.item_scores_), kind="stable")  # type: ignore[attr-defined]
+            ids = pop._fitted()[1].lookup(order).tolist()
+            return dict(zip(ids, range(1, order.size + 1), strict=True))
+
+        ranks = _cached("ranks", pop, build_ranks)
+    memo: dict[Any, str] = {}
+
+    def text(item: Any) -> str:
+        hit = memo.get(item)
+        if hit is None:
+            cats = [c for c in (categories.get(item) or []) if c]
+            hit = "popular overall"
+            if cats and item in ranks:
+                hit = f"popular in {cats[0]}; popular overall"
+            memo[item] = hit
+        return hit
+
+    return text

@@ -141,6 +141,22 @@ class ComposedRecommender(Recommender):
         finally:
             _CONTEXT.exclude_seen = previous
 
+    def _block_scores(
+        self,
+        users: NDArray[np.int64],
+        history: sp.csr_matrix,
+        fold_in: NDArray[np.bool_],
+        *,
+        exclude_seen: bool,
+    ) -> NDArray[np.float32]:
+        # Blocks may be scored on worker threads: the context is per thread, so set it here.
+        previous = getattr(_CONTEXT, "exclude_seen", True)
+        _CONTEXT.exclude_seen = exclude_seen
+        try:
+            return super()._block_scores(users, history, fold_in, exclude_seen=exclude_seen)
+        finally:
+            _CONTEXT.exclude_seen = previous
+
     def attach(self, models: Mapping[str, Recommender]) -> ComposedRecommender:
         """Use these fitted models as components (by pipeline name); returns ``self``."""
         for name in self.component_names():
@@ -259,31 +275,37 @@ class Hybrid(ComposedRecommender):
 
     def normalized_parts(
         self, users: NDArray[np.int64], history: sp.csr_matrix, fold_in: NDArray[np.bool_]
-    ) -> tuple[dict[str, Any], dict[str, Any], NDArray[np.bool_]]:
+    ) -> tuple[dict[str, Any], dict[str, Any], NDArray[np.int64]]:
         """Normalized component scores over the candidate union, and who each answers.
 
-        Returns per component the normalized scores and a mask of the rows it answers,
-        plus the union mask; none depends on the weights (tuning reuses them).
+        The union is held per row as item indices (``candidates``, ascending, -1 where a
+        row has fewer), so normalization and blending work on n × (components · N) cells,
+        not on n × items. Returns per component the normalized scores aligned with
+        ``candidates`` and a mask of the rows it answers, plus ``candidates``; none depends
+        on the weights (tuning reuses them).
         """
         raw = {n: self._component_scores(n, users, history, fold_in) for n in self.components_}
-        union = np.zeros(next(iter(raw.values())).shape, dtype=bool)
-        for scores in raw.values():
-            idx, _ = topk_rows(scores, self.config.candidates)
-            rows = np.repeat(np.arange(idx.shape[0]), idx.shape[1])
-            ok = idx.ravel() >= 0
-            union[rows[ok], idx.ravel()[ok]] = True
+        tops = {n: topk_rows(scores, self.config.candidates)[0] for n, scores in raw.items()}
+        proposed = np.concatenate(list(tops.values()), axis=1)
+        candidates = np.sort(proposed, axis=1)
+        candidates[:, 1:][candidates[:, 1:] == candidates[:, :-1]] = -1
+        valid = candidates >= 0
+        safe = np.maximum(candidates, 0)
         parts, answers = {}, {}
         for name, scores in raw.items():
-            finite = np.isfinite(scores)
-            answers[name] = finite.any(axis=1)
-            parts[name] = normalize_scores(scores, union & finite, self.config.normalization)
-        return parts, answers, union
+            # A row with any finite score has a first proposal (top-k pads only -inf/NaN).
+            answers[name] = tops[name][:, 0] >= 0
+            picked = np.take_along_axis(scores, safe, axis=1)
+            mask = valid & np.isfinite(picked)
+            # Candidates ascend by item index, so rank ties break by index as before.
+            parts[name] = normalize_scores(picked, mask, self.config.normalization)
+        return parts, answers, candidates
 
     def _score(
         self, users: NDArray[np.int64], history: sp.csr_matrix, fold_in: NDArray[np.bool_]
     ) -> NDArray[np.float32]:
-        parts, answers, union = self.normalized_parts(users, history, fold_in)
-        return blend(parts, answers, union, self.weights)
+        parts, answers, candidates = self.normalized_parts(users, history, fold_in)
+        return blend(parts, answers, candidates, self.weights, len(self._fitted()[1]))
 
     def _similar_scores(self, items: NDArray[np.int64]) -> NDArray[np.float32]:
         total = np.zeros((items.size, len(self._fitted()[1])), np.float64)
@@ -322,21 +344,27 @@ def _similar_in(
 def blend(
     parts: Mapping[str, NDArray[np.float64]],
     answers: Mapping[str, NDArray[np.bool_]],
-    union: NDArray[np.bool_],
+    candidates: NDArray[np.int64],
     weights: Mapping[str, float],
+    n_items: int,
 ) -> NDArray[np.float32]:
-    """Weighted sum of normalized parts; rows renormalize over the components answering."""
-    total = np.zeros(union.shape, np.float64)
-    mass = np.zeros(union.shape[0], np.float64)
+    """Weighted sum of normalized parts, as dense n × ``n_items`` scores (-inf off the union).
+
+    Rows renormalize over the components answering them; ``parts`` are aligned with
+    ``candidates`` (item indices per row, -1 for none), as `Hybrid.normalized_parts` makes.
+    """
+    total = np.zeros(candidates.shape, np.float64)
+    mass = np.zeros(candidates.shape[0], np.float64)
     for name, part in parts.items():
         w = weights.get(name, 0.0)
         if w <= 0:
             continue
         total += w * part * answers[name][:, None]
         mass += w * answers[name]
-    out = np.where(union, total / np.where(mass > 0, mass, 1.0)[:, None], -np.inf)
-    out[mass == 0] = -np.inf
-    return out.astype(np.float32)
+    out = np.full((candidates.shape[0], n_items), -np.inf, np.float32)
+    rows, cols = np.nonzero((candidates >= 0) & (mass > 0)[:, None])
+    out[rows, candidates[rows, cols]] = (total / np.where(mass > 0, mass, 1.0)[:, None])[rows, cols]
+    return out
 
 
 def mixed(als: Recommender, popularity: Recommender, alpha: float) -> Hybrid:

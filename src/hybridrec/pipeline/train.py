@@ -674,9 +674,9 @@ def train_pipeline(
     stored in the manifest), then fit the final models on *all* the data. With
     ``train_path`` (and optionally ``valid_path``): tune and evaluate on the valid file,
     then fit on train + valid. ``items_path`` / ``users_path`` give the catalog and user
-    attributes that go with ``train_path`` (content, hybrid and router need the catalog); without ``valid_path``, tune
-    and report on a validation split carved from the training file (`carve_validation`),
-    then fit on all of it.
+    attributes that go with ``train_path`` (content, hybrid and router need the catalog);
+    without ``valid_path``, tune and report on a validation split carved from the training
+    file (`carve_validation`), then fit on all of it.
 
     A failure anywhere leaves the store as it was: the new version is written aside and
     ``current`` moves only when it is complete.
