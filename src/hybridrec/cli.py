@@ -676,6 +676,7 @@ def tune(
         Path | None,
         typer.Option("--train", help="With --config: training interactions (CSV/Parquet)."),
     ] = None,
+    items_path: ItemsOpt = None,
     trials: Annotated[
         int | None,
         typer.Option("--trials", help="With --config: trials per searched model.", min=1),
@@ -696,7 +697,9 @@ def tune(
     and the config with the chosen values is written to --output.
     """
     if config is not None:
-        _tune_config(config, train_path, valid_path, trials, budget_s, output, data_home)
+        _tune_config(
+            config, train_path, valid_path, trials, budget_s, output, data_home, items_path
+        )
         return
     if valid_path is None:
         raise DataError("tune needs --valid (a stored hybrid's weights) or --config (a search)")
@@ -759,6 +762,7 @@ def _tune_config(
     budget_s: float | None,
     output: Path,
     data_home: Path | None,
+    items_path: Path | None = None,
 ) -> None:
     """``tune --config``: search the config's spaces, write the config with the best values."""
     from hybridrec.config import config_to_toml, load_config
@@ -779,6 +783,7 @@ def _tune_config(
         budget_s=budget_s,
         train_path=train_path,
         valid_path=valid_path,
+        items_path=items_path,
         data_home=data_home,
         console=err,
     )

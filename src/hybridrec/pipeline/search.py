@@ -272,6 +272,7 @@ def tune_config(
     budget_s: float | None = None,
     train_path: str | Path | None = None,
     valid_path: str | Path | None = None,
+    items_path: str | Path | None = None,
     data_home: str | Path | None = None,
     console: Console | None = None,
 ) -> tuple[PipelineConfig, list[ModelReport]]:
@@ -288,6 +289,7 @@ def tune_config(
         budget_s: Seconds per model's search, overriding ``[tuning] budget_s``.
         train_path: Training interactions replacing the configured source.
         valid_path: Validation interactions (with ``train_path``).
+        items_path: The item catalog that goes with ``train_path``.
         data_home: Where registered datasets live.
         console: Progress bars and each search's best trial.
 
@@ -314,9 +316,13 @@ def tune_config(
             "refit_on_valid": False,
         }
     )
-    prepared = prepare_data(cfg.data, data_home=data_home, interactions=train_path)
+    prepared = prepare_data(
+        cfg.data, data_home=data_home, interactions=train_path, items=items_path
+    )
     if valid_path is not None:
-        valid = prepare_data(cfg.data, interactions=valid_path).interactions
+        valid = prepare_data(
+            cfg.data, interactions=valid_path, conversion=prepared.conversion, training=False
+        ).interactions
         split = Split(train=prepared.interactions, test=valid, valid=valid)
     else:
         df = prepared.interactions
