@@ -13,8 +13,12 @@ from hybridrec.models.base import topk_rows
 
 
 def reference_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row by row: sort by (score desc, index asc), keep k finite cells, pad with -1/-inf."""
+    """Row by row: sort by (score desc, index asc), keep k finite cells, pad with -1/-inf.
+
+    A k above the row width is capped at it (the contract: at most one column per item).
+    """
     n = scores.shape[0]
+    k = min(k, max(scores.shape[1], 1))
     idx = np.full((n, k), -1, np.int64)
     val = np.full((n, k), -np.inf, np.float32)
     for r in range(n):
@@ -62,11 +66,11 @@ def test_identical_rows_like_popularity() -> None:
     _check(scores, 4)
 
 
-def test_k_beyond_width_pads() -> None:
+def test_k_beyond_width_is_capped_and_pads() -> None:
     scores = np.array([[0.5, -np.inf, 0.5]], np.float32)
     idx, val = topk_rows(scores, 5)
-    assert idx.tolist() == [[0, 2, -1, -1, -1]]
-    assert val[0, 2:].tolist() == [-np.inf] * 3
+    assert idx.tolist() == [[0, 2, -1]]
+    assert val[0, 2:].tolist() == [-np.inf]
 
 
 def test_empty_block() -> None:
