@@ -356,20 +356,28 @@ def _evaluate_stored(
     model_dir: Path, version: str | None, test_path: Path, config: Path | None
 ) -> tuple[Any, list[Any]]:
     """Score a stored version's models on a test file, preprocessed as at training."""
-    from hybridrec.config import PipelineConfig, load_config
     from hybridrec.pipeline.artifacts import load_pipeline
-    from hybridrec.pipeline.train import evaluate_fitted, prepare_data, stored_conversion
+    from hybridrec.pipeline.train import evaluate_fitted
 
     bundle = load_pipeline(model_dir, version)
+    cfg, test_df = _held_out_for(bundle, test_path, config)
+    return cfg, evaluate_fitted(bundle.models(), test_df, cfg.evaluation)
+
+
+def _held_out_for(bundle: Any, path: Path, config: Path | None) -> tuple[Any, pl.DataFrame]:
+    """A stored version's config, and a held-out file converted as its training data was."""
+    from hybridrec.config import PipelineConfig, load_config
+    from hybridrec.pipeline.train import prepare_data, stored_conversion
+
     stored = bundle.manifest.get("config")
     cfg = PipelineConfig.model_validate(stored) if stored else load_config(config)
-    test_df = prepare_data(
+    held_out = prepare_data(
         cfg.data,
-        interactions=test_path,
+        interactions=path,
         conversion=stored_conversion(bundle.manifest),
         training=False,
     ).interactions
-    return cfg, evaluate_fitted(bundle.models(), test_df, cfg.evaluation)
+    return cfg, held_out
 
 
 def _read_users(users_file: Path) -> tuple[list[Any], dict[Any, list[Any]]]:
@@ -460,7 +468,14 @@ def recommend(
     the fallback chain (hybrid, als, two_tower, content, popular) fill every list to k.
     Every item says which model produced it and why it is recommended.
     """
-    from hybridrec.models.explain import STRATEGIES, Rules, answer, answer_batch, answers_frame
+    from hybridrec.models.explain import (
+        CHAIN,
+        STRATEGIES,
+        Rules,
+        answer,
+        answer_batch,
+        answers_frame,
+    )
     from hybridrec.pipeline.artifacts import load_pipeline
 
     chosen = sum([bool(user), users_file is not None, all_users])
@@ -533,7 +548,7 @@ def recommend(
         history=history or None,
         items_table=pipeline.items,
         first=None if strategy else (model or pipeline.default_model),
-        chain=CHAIN_DEFAULT if strategy else (),
+        chain=CHAIN if strategy else (),
         explain=reasons,
     )
     if strategy is None and lost and unknown is UnknownPolicy.fallback:
@@ -546,7 +561,7 @@ def recommend(
             rules=rules,
             items_table=pipeline.items,
             first=model or pipeline.default_model,
-            chain=CHAIN_DEFAULT,
+            chain=CHAIN,
             explain=reasons,
         )
         by_user = dict(zip(lost, again, strict=True))
@@ -562,9 +577,6 @@ def _emit(frame: pl.DataFrame, output: Path | None, n_users: int, items: Any) ->
         err.print(f"wrote {frame.height} rows for {n_users} users to {output}")
         return
     _print_ranked(frame, items, "user_id")
-
-
-CHAIN_DEFAULT = ("hybrid", "als", "two_tower", "content", "popularity")
 
 
 def _clamp_k(k: int, model: Any, items: pl.DataFrame | None) -> int:
@@ -704,12 +716,10 @@ def tune(
     if valid_path is None:
         raise DataError("tune needs --valid (a stored hybrid's weights) or --config (a search)")
     from hybridrec.bundle import ModelStore, save_derived
-    from hybridrec.config import PipelineConfig, load_config
     from hybridrec.data.dataset import InteractionData
     from hybridrec.evaluation.evaluator import Evaluator
     from hybridrec.models.hybrid import Hybrid, tune_weights
     from hybridrec.pipeline.artifacts import load_pipeline
-    from hybridrec.pipeline.train import prepare_data, stored_conversion
 
     if not 0 < step <= 0.5:
         raise DataError(f"--step must be in (0, 0.5] (got {step})")
@@ -717,14 +727,7 @@ def tune(
     hybrid = bundle.model(model)
     if not isinstance(hybrid, Hybrid):
         raise DataError(f"model {model!r} of version {bundle.version} is not a hybrid")
-    stored = bundle.manifest.get("config")
-    cfg = PipelineConfig.model_validate(stored) if stored else load_config(None)
-    valid = prepare_data(
-        cfg.data,
-        interactions=valid_path,
-        conversion=stored_conversion(bundle.manifest),
-        training=False,
-    ).interactions
+    cfg, valid = _held_out_for(bundle, valid_path, None)
     users, items, user_items = hybrid._fitted()
     evaluator = Evaluator(
         InteractionData(user_items.tocsr(), users, items), valid, ks=cfg.evaluation.k
@@ -802,14 +805,6 @@ def _tune_config(
 # ---- bundle ---------------------------------------------------------------------------------
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
-
-
 def _store(model_dir: Path) -> Any:
     from hybridrec.bundle import ModelStore
 
@@ -820,6 +815,8 @@ def _store(model_dir: Path) -> Any:
 @_friendly
 def bundle_list(model_dir: ModelDirOpt = Path("models")) -> None:
     """Versions in the store, oldest first; the current one is marked."""
+    from hybridrec.models.footprint import human_bytes
+
     store = _store(model_dir)
     versions = store.versions()
     if not versions:
@@ -835,7 +832,7 @@ def bundle_list(model_dir: ModelDirOpt = Path("models")) -> None:
             str(m.get("created_at", ""))[:19],
             ", ".join(m.get("models", {})),
             str(m.get("default_model", "")),
-            _human(store.size(name)),
+            human_bytes(store.size(name)),
             f"{bundle.get('compression', '?')}{' f32' if bundle.get('float32') else ''}",
         )
     out.print(table)
@@ -952,6 +949,7 @@ def bundle_save(
     """Re-save a version as a new one: compressed, as float32, or with precomputed top-N."""
     from hybridrec.bundle import Bundle, BundleOptions, Compression, ModelStore, save_derived
     from hybridrec.bundle.open import bundle_options
+    from hybridrec.models.footprint import human_bytes
     from hybridrec.pipeline.train import precompute_top_n
 
     src = _store(model_dir)
@@ -971,7 +969,7 @@ def bundle_save(
     out.print(
         f"saved version [bold]{new}[/bold] ({state}) in {target.root} from {bundle.version}: "
         f"{options.compression}{', float32' if options.float32 else ''}, "
-        f"{_human(target.size(new))}, {time.perf_counter() - start:.1f}s"
+        f"{human_bytes(target.size(new))}, {time.perf_counter() - start:.1f}s"
     )
 
 

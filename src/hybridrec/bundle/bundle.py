@@ -352,7 +352,7 @@ class Bundle:
         if verify:
             verify_files(path, manifest["files"])
         bundle._stats = {
-            name: _stat(path / name) for name in manifest["files"] if (path / name).is_file()
+            name: file_stat(path / name) for name in manifest["files"] if (path / name).is_file()
         }
         for part in eager:
             if part in manifest["parts"]:
@@ -428,7 +428,7 @@ class Bundle:
                 return loaded
             file = self.manifest["parts"][name]["file"]
             path = self.path / file
-            if self._stats and self._stats.get(file) != _stat(path):
+            if self._stats and self._stats.get(file) != file_stat(path):
                 # Changed since the version was verified at open: check it again.
                 verify_files(self.path, self.manifest["files"], names=[file])
             start = time.perf_counter()
@@ -557,6 +557,7 @@ class Bundle:
         }
 
 
-def _stat(path: Path) -> tuple[int, int]:
+def file_stat(path: Path) -> tuple[int, int]:
+    """(size, mtime in ns): what tells a file changed since it was read."""
     st = path.stat()
     return (st.st_size, st.st_mtime_ns)

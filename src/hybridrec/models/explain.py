@@ -531,6 +531,21 @@ def _similarity_rows(model: Recommender, kind: str, hist: list[Any], recs: list[
     return out
 
 
+def _popularity_ranks(get: Provider) -> dict[Any, int]:
+    """Item → its popularity rank (1 = most popular), built once per popularity model."""
+    pop = _model_for("popularity", get, 0.0)
+    if pop is None:
+        return {}
+
+    def build_ranks(pop: Recommender = pop) -> dict[Any, int]:
+        order = np.argsort(-np.asarray(pop.item_scores_), kind="stable")  # type: ignore[attr-defined]
+        ids = pop._fitted()[1].lookup(order).tolist()
+        return dict(zip(ids, range(1, order.size + 1), strict=True))
+
+    ranks: dict[Any, int] = _cached("ranks", pop, build_ranks)
+    return ranks
+
+
 def _explain(
     answers: list[Answer],
     get: Provider,
@@ -539,16 +554,7 @@ def _explain(
 ) -> None:
     titles = _titles(items_table)
     categories = _categories(items_table)
-    pop = _model_for("popularity", get, 0.0)
-    ranks: dict[Any, int] = {}
-    if pop is not None:
-
-        def build_ranks(pop: Recommender = pop) -> dict[Any, int]:
-            order = np.argsort(-np.asarray(pop.item_scores_), kind="stable")  # type: ignore[attr-defined]
-            ids = pop._fitted()[1].lookup(order).tolist()
-            return dict(zip(ids, range(1, order.size + 1), strict=True))
-
-        ranks = _cached("ranks", pop, build_ranks)
+    ranks = _popularity_ranks(get)
 
     for a, hist in zip(answers, histories, strict=True):
         cache: dict[str, Any] = {}
@@ -999,16 +1005,7 @@ def _vector_sources(
 def _popular_texts(get: Provider, items_table: pl.DataFrame | None) -> Callable[[Any], str]:
     """Item → its popularity reasons ("popular in <genre>; popular overall"), memoized."""
     categories = _categories(items_table)
-    pop = _model_for("popularity", get, 0.0)
-    ranks: dict[Any, int] = {}
-    if pop is not None:
-
-        def build_ranks(pop: Recommender = pop) -> dict[Any, int]:
-            order = np.argsort(-np.asarray(pop.item_scores_), kind="stable")  # type: ignore[attr-defined]
-            ids = pop._fitted()[1].lookup(order).tolist()
-            return dict(zip(ids, range(1, order.size + 1), strict=True))
-
-        ranks = _cached("ranks", pop, build_ranks)
+    ranks = _popularity_ranks(get)
     memo: dict[Any, str] = {}
 
     def text(item: Any) -> str:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hybridrec.bundle import Bundle, ModelStore, open_bundle
+from hybridrec.bundle.bundle import file_stat
 from hybridrec.errors import HybridrecError
 
 __all__ = ["ModelService", "ReloadResult"]
@@ -135,7 +136,7 @@ class ModelService:
             stats = {}
             for file in sorted(source.iterdir()):
                 if file.is_file():
-                    stats[file.name] = _stat(file)
+                    stats[file.name] = file_stat(file)
                     shutil.copyfile(file, copy / file.name)
             bundle = Bundle.open(copy, verify=self.verify)
         except BaseException:
@@ -159,7 +160,7 @@ class ModelService:
         changed = []
         for name, before in stats.items():
             try:
-                now = _stat(source / name)
+                now = file_stat(source / name)
             except OSError:
                 now = None
             if now != before:
@@ -202,11 +203,6 @@ class ModelService:
         result = self.reload(target)
         self._refused_target = None if result.ok else target
         return result
-
-
-def _stat(path: Path) -> tuple[int, int]:
-    st = path.stat()
-    return (st.st_size, st.st_mtime_ns)
 
 
 _SERVICES: weakref.WeakSet[ModelService] = weakref.WeakSet()
