@@ -438,6 +438,14 @@ def recommend(
     exclude_category: Annotated[
         list[str] | None, typer.Option("--exclude-category", help="No items in this category.")
     ] = None,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option("--allow", help="Only these item ids (repeatable; the API's allow list)."),
+    ] = None,
+    deny: Annotated[
+        list[str] | None,
+        typer.Option("--deny", help="Never these item ids (repeatable; the API's deny list)."),
+    ] = None,
     min_popularity: Annotated[
         int | None, typer.Option(help="Only items with at least this many interactions.")
     ] = None,
@@ -502,6 +510,8 @@ def recommend(
         exclude_seen=not include_seen,
         include_categories=category or None,
         exclude_categories=exclude_category or None,
+        allow=allow or None,
+        deny=deny or None,
         min_popularity=min_popularity,
         mmr_lambda=mmr,
     )

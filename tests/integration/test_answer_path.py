@@ -158,6 +158,18 @@ def test_every_cli_rule_has_the_same_meaning_in_the_api(
         allowed = c.post("/recommend", json={**visitor, "allow": ["1011", 1014, 1017]}).json()
         assert sorted(i["item_id"] for i in allowed["items"]) == [1011, 1014, 1017]
         assert not {top[0], top[1]} & {i["item_id"] for i in denied["items"]}
+        # The same lists from the CLI, with the same meaning.
+        base = ["recommend", "--model-dir", routed_store, "--user", str(KNOWN), "-k", "5"]
+        ran = invoke(*base, "--strategy", "als", "--allow", "1011", "--allow", "1014",
+                     "--allow", "1017")  # fmt: skip
+        assert_ok(ran)
+        cli_allowed = read_csv_text(ran.stdout)["item_id"].to_list()
+        assert cli_allowed and set(cli_allowed) <= {1011, 1014, 1017}  # less what the user has
+        ran = invoke(*base, "--strategy", "als", "--deny", str(top[0]), "--deny", str(top[1]))
+        assert_ok(ran)
+        cli_denied = read_csv_text(ran.stdout)["item_id"].to_list()
+        assert len(cli_denied) == 5 and not {top[0], top[1]} & set(cli_denied)
+        assert cli_denied[:3] == top[2:5]
         bare = c.get(f"/recommend/user/{KNOWN}", params={"k": 5, "explain": "false"}).json()
         assert bare["items"] and all(i["reasons"] == [] for i in bare["items"])
         quiet = c.post("/recommend", json={**visitor, "explain": False}).json()
