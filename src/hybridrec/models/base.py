@@ -37,7 +37,7 @@ from __future__ import annotations
 import os
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,9 +60,11 @@ __all__ = [
     "History",
     "ItemFilter",
     "ModelConfig",
+    "Proposal",
     "Recommendations",
     "Recommender",
     "batch_threads",
+    "dense_proposal",
     "sparse_times_dense",
     "topk_rows",
 ]
@@ -198,12 +200,14 @@ def topk_rows(scores: NDArray[np.floating[Any]], k: int) -> tuple[NDArray[np.int
         maxima = np.concatenate([maxima, padded.max(axis=1, keepdims=True)], axis=1)
     total = maxima.shape[1]
     # k-th and (k+1)-th largest chunk maxima per row.
-    part = np.partition(maxima, (total - kk - 1, total - kk), axis=1)
-    kth, next_ = part[:, total - kk], part[:, total - kk - 1]
+    # One partition places both and puts the k largest maxima after them.
+    part = np.argpartition(maxima, (total - kk - 1, total - kk), axis=1)
+    kth = np.take_along_axis(maxima, part[:, total - kk : total - kk + 1], axis=1)[:, 0]
+    next_ = np.take_along_axis(maxima, part[:, total - kk - 1 : total - kk], axis=1)[:, 0]
     # The k chunks of largest maxima hold every cell above the k-th maximum (kth). When
     # at least k cells are above it, the top k (ties included) lie in those chunks;
     # otherwise the k-th value is kth itself: the cells above it, then ties by index.
-    chunk = np.sort(np.argpartition(maxima, total - kk, axis=1)[:, total - kk :], axis=1)
+    chunk = np.sort(part[:, total - kk :], axis=1)
     in_main = chunk < n_chunks
     safe = np.minimum(chunk, n_chunks - 1)[:, None, :]
     cand = main[np.arange(n)[:, None, None], np.arange(width)[None, :, None], safe]
@@ -300,6 +304,32 @@ def sparse_times_dense(rows: sp.csr_matrix, dense: NDArray[Any]) -> NDArray[np.f
         return np.zeros((rows.shape[0], dense.shape[1]), np.float32)
     sub = np.asarray(dense[cols])
     return np.asarray(rows[:, cols].astype(sub.dtype) @ sub, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A model's candidates for a block of users, as a hybrid component asks for them.
+
+    Attributes:
+        top: Item indices (rows × n), best first, ties by index; -1 pads short rows:
+            exactly ``topk_rows(block_scores, n)[0]``.
+        at: Scores at item indices (rows × c; -1 gives -inf), as the dense block holds them
+            (-inf for seen items when they are excluded, and for rows the model cannot answer).
+    """
+
+    top: NDArray[np.int64]
+    at: Callable[[NDArray[np.int64]], NDArray[np.float32]]
+
+
+def dense_proposal(scores: NDArray[np.float32], n: int) -> Proposal:
+    """The `Proposal` of a dense score block."""
+
+    def at(cands: NDArray[np.int64]) -> NDArray[np.float32]:
+        picked = np.take_along_axis(scores, np.maximum(cands, 0), axis=1)
+        picked[cands < 0] = -np.inf
+        return picked
+
+    return Proposal(topk_rows(scores, n)[0], at)
 
 
 class Recommender(ABC):
@@ -429,10 +459,10 @@ class Recommender(ABC):
 
         def run(start: int) -> None:
             sl = slice(start, start + block)
-            scores = self._block_scores(idx[sl], hist[sl], fold_in[sl], exclude_seen=exclude_seen)
-            if allowed is not None:
-                scores[:, ~allowed] = -np.inf
-            out_idx[sl], out_val[sl] = topk_rows(scores, k)
+            top, val = self._block_topk(
+                idx[sl], hist[sl], fold_in[sl], k, exclude_seen=exclude_seen, allowed=allowed
+            )
+            out_idx[sl, : top.shape[1]], out_val[sl, : top.shape[1]] = top, val
 
         starts = range(0, ids.size, block)
         workers = min(len(starts), batch_threads())
@@ -473,6 +503,44 @@ class Recommender(ABC):
             rows = np.repeat(np.arange(history.shape[0]), np.diff(history.indptr))
             scores[rows, history.indices] = -np.inf
         return scores
+
+    def _block_topk(
+        self,
+        users: NDArray[np.int64],
+        history: sp.csr_matrix,
+        fold_in: NDArray[np.bool_],
+        k: int,
+        *,
+        exclude_seen: bool,
+        allowed: NDArray[np.bool_] | None,
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """The top ``k`` of a block (`topk_rows` of `_block_scores`, ``allowed`` items only).
+
+        Models that can rank without a dense block (the hybrid, over its candidate union)
+        override it; the answer must equal the dense one, ties broken by item index.
+        """
+        scores = self._block_scores(users, history, fold_in, exclude_seen=exclude_seen)
+        if allowed is not None:
+            scores[:, ~allowed] = -np.inf
+        return topk_rows(scores, k)
+
+    def _propose(
+        self,
+        users: NDArray[np.int64],
+        history: sp.csr_matrix,
+        fold_in: NDArray[np.bool_],
+        n: int,
+        *,
+        exclude_seen: bool,
+    ) -> Proposal:
+        """This model's top ``n`` per row as a hybrid component, and its scores at any items.
+
+        Dense by default (`_block_scores`, then `topk_rows`); models whose scores are sparse
+        or shared by every user override it, with the same items and scores.
+        """
+        return dense_proposal(
+            self._block_scores(users, history, fold_in, exclude_seen=exclude_seen), n
+        )
 
     def similar_items(self, item_ids: Sequence[Any] | NDArray[Any], k: int = 10) -> Recommendations:
         """The ``k`` items most similar to each query item (the item itself excluded)."""

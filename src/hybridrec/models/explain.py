@@ -625,6 +625,8 @@ def _explain(
 UNKNOWN_POLICIES = ("fallback", "skip", "error")
 # Users per block of reason computation (bounds the history × recommended temporaries).
 _REASON_BLOCK = 1024
+# Cells (users × (history + recommended) × dimensions) per batched cosine product.
+_VECTOR_CELLS = 4_000_000
 
 
 @dataclass
@@ -677,7 +679,10 @@ def answer_batch(
         raise ConfigError(f"no model {model!r} to answer the batch")
     extra = dict(history or {})
     users = rec._fitted()[0]
-    is_known = np.asarray([u in users or u in extra for u in user_ids], dtype=bool)
+    asked = np.asarray(user_ids, dtype=object) if _mixed_types(user_ids) else np.asarray(user_ids)
+    is_known = users.index(asked, missing="mask") >= 0 if asked.size else np.zeros(0, bool)
+    if extra:
+        is_known |= np.asarray([u in extra for u in user_ids], dtype=bool)
     lost = [u for u, ok in zip(user_ids, is_known, strict=True) if not ok]
     if lost and unknown == "error":
         raise UnknownIdError(
@@ -759,7 +764,7 @@ def _model_frame(
     """One model's answers to users it can answer, in long format with reasons."""
     item_filter = _filter(rules, items_table, _model_for("popularity", get, 0.0))
     ids = np.asarray(user_ids, dtype=object) if _mixed_types(user_ids) else np.asarray(user_ids)
-    hist = {u: extra[u] for u in user_ids if u in extra}
+    hist = {u: extra[u] for u in user_ids if u in extra} if extra else {}
     recs = rec.recommend(
         ids, k, exclude_seen=rules.exclude_seen, filters=item_filter, history=hist or None
     )
@@ -973,10 +978,12 @@ def _vector_sources(
     r_idx: NDArray[np.int64],
     sources: NDArray[np.int64],
 ) -> None:
-    """`_block_sources` for factor / embedding cosines: one small product per user.
+    """`_block_sources` for factor / embedding cosines: history × recommended per user.
 
-    A user's history vectors times their recommended items' vectors (history × k); the
-    per-pair gather it replaces copies every history vector k times.
+    Users are taken in groups of similar history length, and each group is one batched
+    product of its padded history vectors and recommended items' vectors (at most
+    `_VECTOR_CELLS` cells): the per-pair gather it replaces copies every history vector
+    k times, a loop over users pays Python per user.
     """
     indptr, entries = history
     unit = _unit_rows(kind, model)
@@ -985,21 +992,40 @@ def _vector_sources(
         if own == vocab
         else _cached(f"to-{kind}", model, lambda: own.index(vocab.ids, missing="mask"))
     )
-    users = cell_rows
-    cuts = np.flatnonzero(np.diff(users)) + 1
-    for lo, hi in itertools.pairwise([0, *cuts.tolist(), users.size]):
-        u = int(users[lo])
-        hist = entries[indptr[u] : indptr[u + 1]]
-        h = hist if to_own is None else to_own[hist]
-        r = r_idx[lo:hi]
-        hk, rk = np.flatnonzero(h >= 0), np.flatnonzero(r >= 0)
-        if not hk.size or not rk.size:
-            continue
-        sims = unit[h[hk]] @ unit[r[rk]].T
-        sims[sims == 0] = -np.inf  # no relation is no evidence
-        best = np.argmax(sims, axis=0)
-        ok = np.isfinite(sims[best, np.arange(rk.size)])
-        sources[cells[lo:hi][rk[ok]]] = hist[hk[best[ok]]]
+    # Cells come grouped by user: one group per user, in order.
+    starts = np.flatnonzero(np.r_[True, np.diff(cell_rows) != 0])
+    sizes = np.diff(np.r_[starts, cell_rows.size])
+    users = cell_rows[starts]
+    lengths = indptr[users + 1] - indptr[users]
+    width = int(sizes.max(initial=0))
+    dim = unit.shape[1]
+    # Users in buckets of history length within a factor of two, so padding at most doubles
+    # a group's product; each bucket in groups of at most `_VECTOR_CELLS` cells.
+    bucket = np.ceil(np.log2(np.maximum(lengths, 1))).astype(np.int64)
+    bucket[lengths == 0] = -1
+
+    def group_sources(group: NDArray[np.int64]) -> None:
+        # Padded history (-1 beyond each user's length) and recommended items per user.
+        pos = np.arange(int(lengths[group].max()))
+        at = np.minimum(indptr[users[group], None] + pos, entries.size - 1)
+        hist = np.where(pos[None, :] < lengths[group, None], entries[at], -1)
+        h = hist if to_own is None else np.where(hist >= 0, to_own[np.maximum(hist, 0)], -1)
+        col = np.arange(width)
+        cell_at = np.minimum(starts[group, None] + col, r_idx.size - 1)
+        valid_r = col[None, :] < sizes[group, None]
+        r = np.where(valid_r, r_idx[cell_at], -1)
+        sims = np.matmul(unit[np.maximum(h, 0)], unit[np.maximum(r, 0)].transpose(0, 2, 1))
+        sims[(h < 0)[:, :, None] | (r < 0)[:, None, :] | (sims == 0)] = -np.inf  # no evidence
+        best = np.argmax(sims, axis=1)  # the first best history item, as per user
+        ok = np.isfinite(np.take_along_axis(sims, best[:, None, :], axis=1)[:, 0, :]) & valid_r
+        gi, ci = np.nonzero(ok)
+        sources[cells[cell_at[gi, ci]]] = hist[gi, best[gi, ci]]
+
+    for b in np.unique(bucket[bucket >= 0]).tolist():
+        members = np.flatnonzero(bucket == b)
+        step = max(1, _VECTOR_CELLS // ((1 << b) * (width + dim) + width * dim))
+        for lo in range(0, members.size, step):
+            group_sources(members[lo : lo + step])
 
 
 def _popular_texts(get: Provider, items_table: pl.DataFrame | None) -> Callable[[Any], str]:

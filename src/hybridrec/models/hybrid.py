@@ -36,8 +36,10 @@ from hybridrec.models.base import (
     History,
     ItemFilter,
     ModelConfig,
+    Proposal,
     Recommendations,
     Recommender,
+    dense_proposal,
     topk_rows,
 )
 from hybridrec.models.registry import create_model, register
@@ -58,6 +60,11 @@ Normalization = Literal["minmax", "zscore", "rank"]
 
 # Per-thread request context: whether the running recommend call excludes seen items.
 _CONTEXT = threading.local()
+
+
+def running_exclude_seen() -> bool:
+    """Whether the ``recommend`` call running on this thread excludes seen items."""
+    return bool(getattr(_CONTEXT, "exclude_seen", True))
 
 
 def normalize_scores(scores: NDArray[Any], mask: NDArray[np.bool_], method: Normalization) -> Any:
@@ -213,12 +220,17 @@ class ComposedRecommender(Recommender):
         users: NDArray[np.int64],
         history: sp.csr_matrix,
         fold_in: NDArray[np.bool_],
+        exclude_seen: bool | None = None,
     ) -> NDArray[np.float32]:
-        """Scores of one component with the base class's rules (seen excluded, no history)."""
+        """Scores of one component with the base class's rules (seen excluded, no history).
+
+        ``exclude_seen`` defaults to the running ``recommend`` call's.
+        """
         model = self.components_[name]
         items = self._fitted()[1]
         own_items = model._fitted()[1]
-        exclude_seen = bool(getattr(_CONTEXT, "exclude_seen", True))
+        if exclude_seen is None:
+            exclude_seen = running_exclude_seen()
         if own_items == items:
             return model._block_scores(users, history, fold_in, exclude_seen=exclude_seen)
         # A component over a larger item vocabulary (content: the whole catalog): translate
@@ -229,6 +241,46 @@ class ComposedRecommender(Recommender):
             shape=(history.shape[0], len(own_items)),
         )
         return model._block_scores(users, history_c, fold_in, exclude_seen=exclude_seen)[:, cols]
+
+    def _component_proposal(
+        self,
+        name: str,
+        users: NDArray[np.int64],
+        history: sp.csr_matrix,
+        fold_in: NDArray[np.bool_],
+        *,
+        n: int,
+        exclude_seen: bool,
+    ) -> Proposal:
+        """One component's `Proposal` in this model's item columns."""
+        model = self.components_[name]
+        if model._fitted()[1] == self._fitted()[1]:
+            return model._propose(users, history, fold_in, n, exclude_seen=exclude_seen)
+        return dense_proposal(
+            self._component_scores(name, users, history, fold_in, exclude_seen), n
+        )
+
+    def _component_topk(
+        self,
+        name: str,
+        users: NDArray[np.int64],
+        history: sp.csr_matrix,
+        fold_in: NDArray[np.bool_],
+        *,
+        k: int,
+        exclude_seen: bool,
+        allowed: NDArray[np.bool_] | None,
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """One component's top ``k`` in this model's item columns (`Recommender._block_topk`)."""
+        model = self.components_[name]
+        if model._fitted()[1] == self._fitted()[1]:
+            return model._block_topk(
+                users, history, fold_in, k, exclude_seen=exclude_seen, allowed=allowed
+            )
+        scores = self._component_scores(name, users, history, fold_in, exclude_seen)
+        if allowed is not None:
+            scores[:, ~allowed] = -np.inf
+        return topk_rows(scores, k)
 
 
 class HybridConfig(ModelConfig):
@@ -274,28 +326,40 @@ class Hybrid(ComposedRecommender):
         return {k: v / total for k, v in self.config.components.items()}
 
     def normalized_parts(
-        self, users: NDArray[np.int64], history: sp.csr_matrix, fold_in: NDArray[np.bool_]
+        self,
+        users: NDArray[np.int64],
+        history: sp.csr_matrix,
+        fold_in: NDArray[np.bool_],
+        exclude_seen: bool | None = None,
     ) -> tuple[dict[str, Any], dict[str, Any], NDArray[np.int64]]:
         """Normalized component scores over the candidate union, and who each answers.
 
         The union is held per row as item indices (``candidates``, ascending, -1 where a
         row has fewer), so normalization and blending work on n × (components · N) cells,
-        not on n × items. Returns per component the normalized scores aligned with
+        not on n × items; components propose without a dense block where they can
+        (`Recommender._propose`). Returns per component the normalized scores aligned with
         ``candidates`` and a mask of the rows it answers, plus ``candidates``; none depends
-        on the weights (tuning reuses them).
+        on the weights (tuning reuses them). ``exclude_seen`` defaults to the running
+        ``recommend`` call's.
         """
-        raw = {n: self._component_scores(n, users, history, fold_in) for n in self.components_}
-        tops = {n: topk_rows(scores, self.config.candidates)[0] for n, scores in raw.items()}
-        proposed = np.concatenate(list(tops.values()), axis=1)
+        if exclude_seen is None:
+            exclude_seen = running_exclude_seen()
+        n = self.config.candidates
+        proposals = {
+            name: self._component_proposal(
+                name, users, history, fold_in, n=n, exclude_seen=exclude_seen
+            )
+            for name in self.components_
+        }
+        proposed = np.concatenate([p.top for p in proposals.values()], axis=1)
         candidates = np.sort(proposed, axis=1)
         candidates[:, 1:][candidates[:, 1:] == candidates[:, :-1]] = -1
         valid = candidates >= 0
-        safe = np.maximum(candidates, 0)
         parts, answers = {}, {}
-        for name, scores in raw.items():
+        for name, proposal in proposals.items():
             # A row with any finite score has a first proposal (top-k pads only -inf/NaN).
-            answers[name] = tops[name][:, 0] >= 0
-            picked = np.take_along_axis(scores, safe, axis=1)
+            answers[name] = proposal.top[:, 0] >= 0
+            picked = proposal.at(candidates)
             mask = valid & np.isfinite(picked)
             # Candidates ascend by item index, so rank ties break by index as before.
             parts[name] = normalize_scores(picked, mask, self.config.normalization)
@@ -306,6 +370,26 @@ class Hybrid(ComposedRecommender):
     ) -> NDArray[np.float32]:
         parts, answers, candidates = self.normalized_parts(users, history, fold_in)
         return blend(parts, answers, candidates, self.weights, len(self._fitted()[1]))
+
+    def _block_topk(
+        self,
+        users: NDArray[np.int64],
+        history: sp.csr_matrix,
+        fold_in: NDArray[np.bool_],
+        k: int,
+        *,
+        exclude_seen: bool,
+        allowed: NDArray[np.bool_] | None,
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        # Ranked over the candidate union itself: no dense users × items block.
+        parts, answers, candidates = self.normalized_parts(users, history, fold_in, exclude_seen)
+        values = blend_candidates(parts, answers, candidates, self.weights)
+        if allowed is not None:
+            values[~allowed[np.maximum(candidates, 0)]] = -np.inf
+        # Candidates ascend by item index: ties by position are ties by index.
+        pos, val = topk_rows(values, k)
+        top = np.where(pos >= 0, np.take_along_axis(candidates, np.maximum(pos, 0), axis=1), -1)
+        return top, val
 
     def _similar_scores(self, items: NDArray[np.int64]) -> NDArray[np.float32]:
         total = np.zeros((items.size, len(self._fitted()[1])), np.float64)
@@ -341,14 +425,13 @@ def _similar_in(
     return np.asarray(component._similar_scores(cols[items]), np.float32)[:, cols]
 
 
-def blend(
+def blend_candidates(
     parts: Mapping[str, NDArray[np.float64]],
     answers: Mapping[str, NDArray[np.bool_]],
     candidates: NDArray[np.int64],
     weights: Mapping[str, float],
-    n_items: int,
 ) -> NDArray[np.float32]:
-    """Weighted sum of normalized parts, as dense n × ``n_items`` scores (-inf off the union).
+    """Weighted sum of normalized parts aligned with ``candidates`` (-inf off the union).
 
     Rows renormalize over the components answering them; ``parts`` are aligned with
     ``candidates`` (item indices per row, -1 for none), as `Hybrid.normalized_parts` makes.
@@ -361,9 +444,23 @@ def blend(
             continue
         total += w * part * answers[name][:, None]
         mass += w * answers[name]
+    out = (total / np.where(mass > 0, mass, 1.0)[:, None]).astype(np.float32)
+    out[(candidates < 0) | (mass <= 0)[:, None]] = -np.inf
+    return out
+
+
+def blend(
+    parts: Mapping[str, NDArray[np.float64]],
+    answers: Mapping[str, NDArray[np.bool_]],
+    candidates: NDArray[np.int64],
+    weights: Mapping[str, float],
+    n_items: int,
+) -> NDArray[np.float32]:
+    """`blend_candidates` as dense n × ``n_items`` scores (-inf off the union)."""
+    values = blend_candidates(parts, answers, candidates, weights)
     out = np.full((candidates.shape[0], n_items), -np.inf, np.float32)
-    rows, cols = np.nonzero((candidates >= 0) & (mass > 0)[:, None])
-    out[rows, candidates[rows, cols]] = (total / np.where(mass > 0, mass, 1.0)[:, None])[rows, cols]
+    rows, cols = np.nonzero(np.isfinite(values))
+    out[rows, candidates[rows, cols]] = values[rows, cols]
     return out
 
 
@@ -404,13 +501,15 @@ def tune_weights(
         The best weights and every trial.
     """
     names = hybrid.component_names()
-    cache: dict[tuple[bytes, bytes], Any] = {}
+    cache: dict[tuple[bytes, bytes, bool], Any] = {}
     original = hybrid.normalized_parts
 
-    def cached(users: Any, history: Any, fold_in: Any) -> Any:
-        key = (np.asarray(users).tobytes(), np.asarray(history.indptr).tobytes())
+    def cached(users: Any, history: Any, fold_in: Any, exclude_seen: bool | None = None) -> Any:
+        if exclude_seen is None:
+            exclude_seen = running_exclude_seen()
+        key = (np.asarray(users).tobytes(), np.asarray(history.indptr).tobytes(), exclude_seen)
         if key not in cache:
-            cache[key] = original(users, history, fold_in)
+            cache[key] = original(users, history, fold_in, exclude_seen)
         return cache[key]
 
     trials: list[tuple[dict[str, float], float]] = []
@@ -496,6 +595,35 @@ class Router(ComposedRecommender):
             rows = np.flatnonzero(routes == name)
             out[rows] = self._component_scores(name, users[rows], history[rows], fold_in[rows])
         return out
+
+    def _block_topk(
+        self,
+        users: NDArray[np.int64],
+        history: sp.csr_matrix,
+        fold_in: NDArray[np.bool_],
+        k: int,
+        *,
+        exclude_seen: bool,
+        allowed: NDArray[np.bool_] | None,
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        # Each route's rows are ranked by its component the way it ranks its own.
+        routes = self.route(np.diff(history.indptr))
+        k = min(k, max(len(self._fitted()[1]), 1))
+        top = np.full((users.size, k), -1, np.int64)
+        val = np.full((users.size, k), -np.inf, np.float32)
+        for name in dict.fromkeys(routes.tolist()):
+            rows = np.flatnonzero(routes == name)
+            got, got_val = self._component_topk(
+                name,
+                users[rows],
+                history[rows],
+                fold_in[rows],
+                k=k,
+                exclude_seen=exclude_seen,
+                allowed=allowed,
+            )
+            top[rows, : got.shape[1]], val[rows, : got.shape[1]] = got, got_val
+        return top, val
 
     def _similar_scores(self, items: NDArray[np.int64]) -> NDArray[np.float32]:
         # Item similarity has no user segment: the first component (warm, hot, then cold:

@@ -11,7 +11,8 @@ from numpy.typing import NDArray
 from pydantic import Field
 
 from hybridrec.data.dataset import InteractionData
-from hybridrec.models.base import ModelConfig, Recommender, sparse_times_dense
+from hybridrec.models.base import ModelConfig, Proposal, Recommender, sparse_times_dense
+from hybridrec.models.candidates import sparse_proposal
 from hybridrec.models.footprint import SPARSE_OPS, DataShape, Footprint
 from hybridrec.models.registry import register
 
@@ -80,6 +81,22 @@ class ItemKNN(Recommender):
         if sp.issparse(self.similarity_):
             return _dense(history @ self.similarity_)
         return sparse_times_dense(history, self.similarity_)
+
+    def _propose(
+        self,
+        users: NDArray[np.int64],
+        history: sp.csr_matrix,
+        fold_in: NDArray[np.bool_],
+        n: int,
+        *,
+        exclude_seen: bool,
+    ) -> Proposal:
+        if not sp.issparse(self.similarity_):
+            return super()._propose(users, history, fold_in, n, exclude_seen=exclude_seen)
+        # history · S stays sparse: candidates come from its stored cells, no dense block.
+        blank = np.diff(history.indptr) == 0
+        product = sp.csr_matrix(history @ self.similarity_)
+        return sparse_proposal(product, history, n, exclude_seen=exclude_seen, blank=blank)
 
     def _similar_scores(self, items: NDArray[np.int64]) -> NDArray[np.float32]:
         return _dense(self.similarity_[items])

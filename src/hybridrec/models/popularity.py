@@ -11,7 +11,8 @@ from numpy.typing import NDArray
 from pydantic import Field
 
 from hybridrec.data.dataset import InteractionData
-from hybridrec.models.base import ModelConfig, Recommender
+from hybridrec.models.base import ModelConfig, Proposal, Recommender
+from hybridrec.models.candidates import ranked_proposal
 from hybridrec.models.registry import register
 
 __all__ = ["Popularity", "PopularityConfig"]
@@ -66,6 +67,32 @@ class Popularity(Recommender):
         self, users: NDArray[np.int64], history: sp.csr_matrix, fold_in: NDArray[np.bool_]
     ) -> NDArray[np.float32]:
         return np.broadcast_to(self.item_scores_, (users.size, self.item_scores_.size)).copy()
+
+    def _propose(
+        self,
+        users: NDArray[np.int64],
+        history: sp.csr_matrix,
+        fold_in: NDArray[np.bool_],
+        n: int,
+        *,
+        exclude_seen: bool,
+    ) -> Proposal:
+        # One ranking for everyone: each user's first unseen ranks, no dense block.
+        order, rank = self._ranking()
+        return ranked_proposal(
+            self.item_scores_, order, rank, history, n, exclude_seen=exclude_seen
+        )
+
+    def _ranking(self) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """Items best first (ties by index) and each item's place, computed once."""
+        cached = getattr(self, "_ranking_", None)
+        if cached is None or cached[0] is not self.item_scores_:
+            order = np.argsort(-np.asarray(self.item_scores_, np.float64), kind="stable")
+            rank = np.empty_like(order)
+            rank[order] = np.arange(order.size)
+            cached = (self.item_scores_, order, rank)
+            self._ranking_ = cached
+        return cached[1], cached[2]
 
     def _similar_scores(self, items: NDArray[np.int64]) -> NDArray[np.float32]:
         return np.broadcast_to(self.item_scores_, (items.size, self.item_scores_.size)).copy()

@@ -33,7 +33,7 @@ from hybridrec.data.dataset import InteractionData
 from hybridrec.errors import ConfigError
 from hybridrec.evaluation.evaluator import Evaluator
 from hybridrec.models.base import Recommender
-from hybridrec.models.hybrid import ComposedRecommender
+from hybridrec.models.hybrid import ComposedRecommender, running_exclude_seen
 from hybridrec.models.registry import create_model, get_model_class
 
 if TYPE_CHECKING:
@@ -139,20 +139,35 @@ def _suggest(trial: Any, klass: Any, space: Space, components: list[str]) -> dic
 
 
 def _cache_component_scores(model: ComposedRecommender) -> Callable[[], None]:
-    """Cache a composed model's raw component scores (they do not change between trials)."""
-    original = model._component_scores
-    cache: dict[tuple[str, bytes, bytes], Any] = {}
+    """Cache a composed model's component answers (they do not change between trials).
 
-    def cached(name: str, users: Any, history: Any, fold_in: Any) -> Any:
-        key = (name, np.asarray(users).tobytes(), np.asarray(history.indptr).tobytes())
-        if key not in cache:
-            cache[key] = original(name, users, history, fold_in)
-        return cache[key]
+    Dense scores, proposals and top-k lists alike, keyed by the block and the call's
+    settings; the returned function removes the cache.
+    """
+    cache: dict[tuple[Any, ...], Any] = {}
+    names = ("_component_scores", "_component_proposal", "_component_topk")
 
-    model._component_scores = cached  # type: ignore[method-assign]
+    def wrap(method: Callable[..., Any], label: str) -> Callable[..., Any]:
+        def cached(name: str, users: Any, history: Any, fold_in: Any, *args: Any, **kw: Any) -> Any:
+            values = [*args, *(v for _, v in sorted(kw.items()))]
+            # A call that leaves exclude_seen unset follows the running recommend call's.
+            settings = (
+                running_exclude_seen(),
+                *(v.tobytes() if isinstance(v, np.ndarray) else v for v in values),
+            )
+            key = (label, name, np.asarray(users).tobytes(), history.indptr.tobytes(), settings)
+            if key not in cache:
+                cache[key] = method(name, users, history, fold_in, *args, **kw)
+            return cache[key]
+
+        return cached
+
+    for label in names:
+        setattr(model, label, wrap(getattr(model, label), label))
 
     def restore() -> None:
-        del model._component_scores
+        for label in names:
+            delattr(model, label)
 
     return restore
 
