@@ -180,3 +180,16 @@ def test_hybrid_and_router_rank_as_their_dense_scores(
     monkeypatch.setattr(base, "_BLOCK_CELLS", 4 * len(planted_data.items))
     split = router.recommend(ids, 9, exclude_seen=exclude_seen, filters=filters, history=history)
     np.testing.assert_array_equal(split.indices, whole["router"].indices)
+
+
+def test_sparse_times_dense_equals_the_dense_product() -> None:
+    rng = np.random.default_rng(5)
+    cells = _random_csr(rng, 6, 40, 0.2).toarray()
+    cells[3] = 0.0  # an empty row
+    rows = sp.csr_matrix(cells)
+    dense = rng.standard_normal((40, 9)).astype(np.float32)
+    got = base.sparse_times_dense(rows, dense)
+    np.testing.assert_allclose(got, rows.toarray() @ dense, rtol=1e-5, atol=1e-6)
+    assert not got[3].any()
+    one = base.sparse_times_dense(rows[1], dense)
+    np.testing.assert_array_equal(one[0], got[1])

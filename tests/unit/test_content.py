@@ -199,3 +199,22 @@ def test_sentence_encoder_model(tmp_path: Path):
     again = fit(encoder="sentence", cache_dir=str(tmp_path))
     assert again.encode_stats_ == {"items": 30, "encoded": 0, "cached": 30, "images": 0}
     np.testing.assert_allclose(again.embeddings_, model.embeddings_, atol=1e-6)
+
+
+def test_scores_of_a_column_subset_equal_the_full_scores():
+    # A hybrid over fewer items than the catalog asks content for those columns only.
+    extra = frame([(5, 101, 1.0, 9), (5, 208, 1.0, 9)])
+    model = fit(pl.concat([BASE, extra]), half_life_days=30.0)
+    _, idx, hist, fold_in = model._histories([1, 2, 4, 5], None)
+    full = model._score(idx, hist, fold_in)
+    cols = np.asarray([0, 3, 7, 8, 12, 29, 15], np.int64)
+    got = model._score_columns(idx, hist, fold_in, cols)
+    assert np.isfinite(got).any()
+    np.testing.assert_array_equal(np.isfinite(got), np.isfinite(full[:, cols]))
+    ok = np.isfinite(got)
+    np.testing.assert_allclose(got[ok], full[:, cols][ok], rtol=1e-5, atol=1e-6)
+    # Items without content stay unscorable in the subset too.
+    no_text = fit(table=catalog().filter(pl.col("item_id") != 101))
+    _, idx, hist, fold_in = no_text._histories([2, 3], None)
+    col = no_text.items_.index([101])
+    assert np.isneginf(no_text._score_columns(idx, hist, fold_in, col)).all()

@@ -346,3 +346,15 @@ def test_popularity_config_validation():
         Popularity(window_days=0)
     with pytest.raises(ConfigError, match="count"):
         Popularity(count="clicks")
+
+
+def test_ease_weights_are_row_major_and_old_column_major_state_converts(tiny_matrix):
+    # Scoring reads one row per history item: column-major weights make those strided.
+    data = InteractionData.from_frame(matrix_frame(tiny_matrix))
+    model = EASE(regularization=1.0, dtype="float64").fit(data)
+    assert model.weights_.flags.c_contiguous
+    state = {**model._state(), "weights": np.asfortranarray(model.weights_)}
+    assert not state["weights"].flags.c_contiguous
+    model._set_state(state)
+    assert model.weights_.flags.c_contiguous
+    np.testing.assert_allclose(model.weights_, naive_ease(tiny_matrix, 1.0), rtol=1e-5, atol=1e-7)

@@ -134,3 +134,20 @@ def test_wide_rows_with_default_chunks() -> None:
     scores[2] = np.round(scores[2] * 2)  # heavy ties
     scores[4, 100:] = -np.inf
     _check(scores, 10)
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, 49, 50])
+def test_single_rows_take_the_one_row_path(k: int) -> None:
+    # A request asks for one user: the one-row path must answer as the block path does.
+    rng = np.random.default_rng(7)
+    scores = rng.integers(0, 3, size=(25, 50)).astype(np.float32)
+    scores[rng.random(scores.shape) < 0.3] = -np.inf
+    scores[2] = -np.inf
+    scores[5, 1:] = -np.inf
+    scores[6, ::7] = np.nan
+    whole = topk_rows(scores, k)
+    for r in range(scores.shape[0]):
+        _check(scores[r : r + 1], k)
+        idx, val = topk_rows(scores[r : r + 1], k)
+        np.testing.assert_array_equal(idx[0], whole[0][r])
+        np.testing.assert_array_equal(val[0], whole[1][r])

@@ -182,6 +182,9 @@ def topk_rows(scores: NDArray[np.floating[Any]], k: int) -> tuple[NDArray[np.int
     if np.isnan(scores.max()):
         # max propagates NaN: one cheap pass decides whether the block needs a cleaned copy.
         scores = np.where(np.isnan(scores), -np.inf, scores)
+    if n == 1:
+        out_idx[0, :kk], out_val[0, :kk] = _topk_row(scores[0], kk)
+        return out_idx, out_val
     # Narrower chunks for large k, so that the k chosen chunks stay a small share of a row.
     width = max(min(_CHUNK, m // (32 * kk)), min(8, _CHUNK))
     n_chunks = m // width
@@ -238,6 +241,23 @@ def topk_rows(scores: NDArray[np.floating[Any]], k: int) -> tuple[NDArray[np.int
         idx, val = _topk_exact(scores[rest], kk, thr=kth[rest, None])
         out_idx[rest, :kk], out_val[rest, :kk] = idx, val
     return out_idx, out_val
+
+
+def _topk_row(row: NDArray[Any], kk: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """`topk_rows` of one row (no NaN, ``kk <= row.size``): a request's few calls, lean."""
+    m = row.size
+    thr = row[np.argpartition(row, m - kk)[m - kk]] if kk < m else row.min()
+    idx = np.flatnonzero(row > thr)
+    if idx.size < kk:
+        # The k-th value ties: the lowest indices among the tied cells fill the rest.
+        ties = np.flatnonzero(row == thr)[: kk - idx.size]
+        idx = np.sort(np.concatenate([idx, ties]))
+    val = row[idx]
+    order = np.lexsort((idx, -val))
+    idx, val = idx[order].astype(np.int64), val[order].astype(np.float32)
+    idx[~np.isfinite(val)] = -1
+    val[idx < 0] = -np.inf
+    return idx, val
 
 
 def _first_ties(sub: NDArray[Any], t: NDArray[Any], kk: int) -> NDArray[np.bool_]:
@@ -303,7 +323,14 @@ def sparse_times_dense(rows: sp.csr_matrix, dense: NDArray[Any]) -> NDArray[np.f
     if cols.size == 0:
         return np.zeros((rows.shape[0], dense.shape[1]), np.float32)
     sub = np.asarray(dense[cols])
-    return np.asarray(rows[:, cols].astype(sub.dtype) @ sub, dtype=np.float32)
+    # ``rows[:, cols]`` built directly (scipy's column indexing costs more than the product
+    # for one user); the same matrix, so the same product.
+    compact = sp.csr_matrix(
+        (rows.data.astype(sub.dtype), np.searchsorted(cols, rows.indices), rows.indptr),
+        shape=(rows.shape[0], cols.size),
+    )
+    compact.sum_duplicates()
+    return np.asarray(compact @ sub, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -491,7 +518,20 @@ class Recommender(ABC):
         users' seen items get -inf. Composite models (hybrids) call this on their
         components, so the rules live here once.
         """
-        scores = np.asarray(self._score(users, history, fold_in), dtype=np.float32)
+        scores = self._score(users, history, fold_in)
+        return self._apply_rules(scores, users, history, fold_in, exclude_seen=exclude_seen)
+
+    def _apply_rules(
+        self,
+        scores: NDArray[Any],
+        users: NDArray[np.int64],
+        history: sp.csr_matrix,
+        fold_in: NDArray[np.bool_],
+        *,
+        exclude_seen: bool,
+    ) -> NDArray[np.float32]:
+        """The contract's rules on raw scores (``history`` in the scores' item columns)."""
+        scores = np.asarray(scores, dtype=np.float32)
         if not scores.flags.writeable:
             scores = scores.copy()
         if self.needs_history:
@@ -503,6 +543,20 @@ class Recommender(ABC):
             rows = np.repeat(np.arange(history.shape[0]), np.diff(history.indptr))
             scores[rows, history.indices] = -np.inf
         return scores
+
+    def _score_columns(
+        self,
+        users: NDArray[np.int64],
+        history: sp.csr_matrix,
+        fold_in: NDArray[np.bool_],
+        cols: NDArray[np.int64],
+    ) -> NDArray[np.float32]:
+        """`_score` at item columns ``cols`` only (a composite over fewer items asks this).
+
+        Models that can score a subset of items for less than all of them override it
+        (content: its catalog is larger than the collaborative models' items).
+        """
+        return np.asarray(self._score(users, history, fold_in), dtype=np.float32)[:, cols]
 
     def _block_topk(
         self,

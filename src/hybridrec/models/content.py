@@ -410,6 +410,34 @@ class ContentRecommender(Recommender):
         room = int(lengths.max()) if lengths.size else 0
         return self._rank(self._profiles(users, history), room)
 
+    def _score_columns(
+        self,
+        users: NDArray[np.int64],
+        history: sp.csr_matrix,
+        fold_in: NDArray[np.bool_],
+        cols: NDArray[np.int64],
+    ) -> NDArray[np.float32]:
+        if self.index_ is not None:
+            return super()._score_columns(users, history, fold_in, cols)
+        # Exact scores of the asked items only (a hybrid over the collaborative models'
+        # items): a scan of those rows, not of the whole catalog.
+        queries = self._profiles(users, history)
+        sub, has = self._rows_of(cols)
+        scores = np.asarray(queries @ sub.T, dtype=np.float32)
+        scores[:, ~has] = -np.inf
+        scores[np.linalg.norm(queries, axis=1) == 0] = -np.inf
+        return scores
+
+    def _rows_of(self, cols: NDArray[np.int64]) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+        """Embeddings and content flags of items ``cols``, copied once per ``cols`` array."""
+        assert self.embeddings_ is not None and self.has_content_ is not None
+        hit = self.__dict__.get("_rows_cache")
+        if hit is None or hit[0] is not cols or hit[1] is not self.embeddings_:
+            rows = np.ascontiguousarray(self.embeddings_[cols], dtype=np.float32)
+            hit = (cols, self.embeddings_, rows, np.asarray(self.has_content_)[cols])
+            self.__dict__["_rows_cache"] = hit
+        return hit[2], hit[3]
+
     def _similar_scores(self, items: NDArray[np.int64]) -> NDArray[np.float32]:
         assert self.embeddings_ is not None
         return self._rank(self.embeddings_[items], 1)

@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 from pydantic import Field, model_validator
 
 from hybridrec.data.dataset import InteractionData
+from hybridrec.data.vocab import Vocab
 from hybridrec.errors import ConfigError, HybridrecError
 from hybridrec.models.base import (
     History,
@@ -234,13 +235,25 @@ class ComposedRecommender(Recommender):
         if own_items == items:
             return model._block_scores(users, history, fold_in, exclude_seen=exclude_seen)
         # A component over a larger item vocabulary (content: the whole catalog): translate
-        # the history into its columns and its scores back into ours.
-        cols = own_items.index(items.ids)
+        # the history into its columns, score our items only, and apply the rules in ours.
+        cols = self._columns_of(name, own_items)
         history_c = sp.csr_matrix(
             (history.data, cols[history.indices], history.indptr),
             shape=(history.shape[0], len(own_items)),
         )
-        return model._block_scores(users, history_c, fold_in, exclude_seen=exclude_seen)[:, cols]
+        scores = model._score_columns(users, history_c, fold_in, cols)
+        return model._apply_rules(scores, users, history, fold_in, exclude_seen=exclude_seen)
+
+    def _columns_of(self, name: str, own_items: Vocab) -> NDArray[np.int64]:
+        """Where this model's items sit in component ``name``'s item vocabulary (cached)."""
+        cache: dict[str, tuple[Vocab, NDArray[np.int64]]] = self.__dict__.setdefault(
+            "_columns_cache", {}
+        )
+        hit = cache.get(name)
+        if hit is None or hit[0] is not own_items:
+            hit = (own_items, own_items.index(self._fitted()[1].ids))
+            cache[name] = hit
+        return hit[1]
 
     def _component_proposal(
         self,

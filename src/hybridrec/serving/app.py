@@ -23,6 +23,7 @@ from hybridrec.serving.events import DatabaseUnavailableError, EventStore
 from hybridrec.serving.limits import BodyLimitMiddleware
 from hybridrec.serving.metrics import MetricsMiddleware
 from hybridrec.serving.routes import ROUTERS
+from hybridrec.serving.routes.recommend import inline_below_s
 from hybridrec.serving.service import ModelService
 from hybridrec.serving.state import AppState
 
@@ -54,6 +55,7 @@ def create_app(
         store: The event store (default: from the settings).
     """
     settings = settings or Settings()
+    inline_below_s()  # a bad HYBRIDREC_INLINE_MS stops start-up, not a request
     state = AppState(settings, service, store)
 
     @asynccontextmanager

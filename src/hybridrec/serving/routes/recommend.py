@@ -3,20 +3,25 @@
 The routes only translate: request → `strategies.recommend` (the library's one answer path)
 → response. Answering is CPU-bound, so it runs on a small, bounded pool of threads, off the
 event loop: ``/health``, ``/health/ready`` and ``POST /events`` stay fast while
-recommendations saturate the process.
+recommendations saturate the process. Answers of a kind that has taken under
+``HYBRIDREC_INLINE_MS`` of CPU on average (2 ms; an ALS request: about one) run on the loop
+itself, because for them the hop to the answer thread and back costs more than the work.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from hybridrec.bundle import Bundle
+from hybridrec.errors import ConfigError
 from hybridrec.models.explain import Rules
 from hybridrec.serving import metrics
 from hybridrec.serving.catalog import catalog_of
@@ -44,13 +49,62 @@ _LIMITER: list[anyio.CapacityLimiter] = []
 T = TypeVar("T")
 
 
-async def offload(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run CPU-bound ``func`` on the bounded answer pool (never on the event loop)."""
+#: Weight of the newest measurement in a kind's running mean of answer seconds.
+_COST_WEIGHT = 0.1
+_COSTS: dict[Hashable, float] = {}
+
+
+def inline_below_s() -> float:
+    """Answers cheaper than this on average run on the loop (``HYBRIDREC_INLINE_MS``, 2 ms).
+
+    Raises:
+        ConfigError: The variable is not a non-negative number (0 turns inlining off).
+    """
+    raw = os.environ.get("HYBRIDREC_INLINE_MS", "").strip() or "2.0"
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ConfigError(
+            f"HYBRIDREC_INLINE_MS must be a number of milliseconds >= 0 (got {raw!r})"
+        )
+    return value / 1000.0
+
+
+async def offload(
+    func: Callable[..., T], *args: Any, kind: Hashable | None = None, **kwargs: Any
+) -> T:
+    """Run CPU-bound ``func`` on the bounded answer pool, off the event loop.
+
+    With a ``kind`` (what the cost depends on: strategy, k, reasons...), each call's CPU
+    seconds feed that kind's running mean; a kind whose mean is under `inline_below_s` runs on the
+    loop (its first call, whose cost is unknown, never does), and goes back to the pool as
+    soon as its mean rises above it.
+    """
+    call = functools.partial(func, *args, **kwargs)
+    if kind is None:
+        return await _on_pool(call)
+    mean = _COSTS.get(kind)
+    inline = mean is not None and mean < inline_below_s()
+
+    def timed() -> T:
+        # CPU seconds of this thread: waiting for the GIL on the pool is not the answer's cost.
+        start = time.thread_time()
+        try:
+            return call()
+        finally:
+            spent = time.thread_time() - start
+            last = _COSTS.get(kind)
+            _COSTS[kind] = spent if last is None else last + _COST_WEIGHT * (spent - last)
+
+    return timed() if inline else await _on_pool(timed)
+
+
+async def _on_pool(call: Callable[[], T]) -> T:
     if not _LIMITER:
         _LIMITER.append(anyio.CapacityLimiter(WORKER_THREADS))
-    return await anyio.to_thread.run_sync(
-        functools.partial(func, *args, **kwargs), limiter=_LIMITER[0]
-    )
+    return await anyio.to_thread.run_sync(call, limiter=_LIMITER[0])
 
 
 def json_response(body: RecommendationResponse | Any) -> Response:
@@ -90,6 +144,12 @@ Mmr = Annotated[
     float | None, Query(ge=0.0, le=1.0, description="Diversity re-ranking lambda (1 = none).")
 ]
 Explain = Annotated[bool, Query(description="Attach reasons to every item.")]
+
+
+def _kind(route: str, strategy: Strategy, k: int, rules: Rules, explain: bool) -> Hashable:
+    """What an answer's cost depends on, as `offload` tells kinds apart."""
+    heavy = rules.mmr_lambda is not None or rules.min_popularity is not None
+    return (route, strategy.value, k, explain, heavy, bool(rules.include_categories))
 
 
 def clamp_k(bundle: Bundle, k: int, notes: list[str]) -> int:
@@ -198,6 +258,7 @@ async def _recommend_user(
     return await offload(
         _answer,
         bundle,
+        kind=_kind("user", strategy, k, rules, explain),
         user_id=user_id,
         shown_id=user_id,
         k=k,
@@ -295,6 +356,7 @@ async def recommend_visitor(request: Request, bundle: BundleDep, body: VisitorRe
     return await offload(
         _answer,
         bundle,
+        kind=_kind("visitor", body.strategy, k, rules, body.explain),
         user_id=visitor,
         shown_id=None,
         k=k,
