@@ -3,6 +3,8 @@ router's ranking over candidates equal the dense computation, ties by item index
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -182,7 +184,7 @@ def test_hybrid_and_router_rank_as_their_dense_scores(
     np.testing.assert_array_equal(split.indices, whole["router"].indices)
 
 
-def test_sparse_times_dense_equals_the_dense_product() -> None:
+def test_sparse_times_dense_equals_the_dense_product(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     cells = _random_csr(rng, 6, 40, 0.2).toarray()
     cells[3] = 0.0  # an empty row
@@ -193,3 +195,10 @@ def test_sparse_times_dense_equals_the_dense_product() -> None:
     assert not got[3].any()
     one = base.sparse_times_dense(rows[1], dense)
     np.testing.assert_array_equal(one[0], got[1])
+    # Column-major weights take the gathering path: the same numbers.
+    np.testing.assert_array_equal(base.sparse_times_dense(rows, np.asfortranarray(dense)), got)
+    memmapped = np.lib.format.open_memmap(
+        str(tmp_path / "w.npy"), mode="w+", dtype=np.float32, shape=dense.shape
+    )
+    memmapped[:] = dense
+    np.testing.assert_array_equal(base.sparse_times_dense(rows, memmapped), got)

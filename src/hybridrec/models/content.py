@@ -382,7 +382,8 @@ class ContentRecommender(Recommender):
             # Cells from training take their decay; extra-history cells are recent (1).
             factor = pattern - sp.csr_matrix(on.astype(bool).astype(np.float32)) + on
             w = sp.csr_matrix(w.multiply(factor))
-        w = sp.csr_matrix(w.multiply(self.has_content_[None, :].astype(np.float32)))
+        w = sp.csr_matrix(w)
+        w.data *= np.asarray(self.has_content_)[w.indices]  # items without content: no say
         w.eliminate_zeros()
         return l2_normalize(np.asarray(w @ self.embeddings_, dtype=np.float32))
 
