@@ -237,6 +237,26 @@ def test_precomputed_top_n_answers_like_the_model(
     np.testing.assert_array_equal(longer.indices, als.recommend(users.ids[:3], 25).indices)
 
 
+def test_known_users_without_a_precomputed_row_get_the_models_answer(
+    cf_models: dict[str, Recommender], planted_data: InteractionData, tmp_path: Path
+) -> None:
+    als = cf_models["als"]
+    users = planted_data.users
+    # Rows for every other user only; and an older bundle's top-N (no ``held``) alike.
+    top = TopN.from_recommendations("als", als.recommend(users.ids[::2], 20), users)
+    old = TopN(top.model, top.k, top.indptr, top.items, top.scores)
+    for stored in (top, old):
+        root = tmp_path / ("new" if stored is top else "old")
+        bundle = Bundle.open(root / save_version(root, cf_models, top_n=stored))
+        asked = users.ids[:9]
+        got = bundle.recommend(asked, 10, model="als")
+        want = als.recommend(asked, 10)
+        assert (got.indices >= 0).all()  # nobody gets an empty list
+        np.testing.assert_array_equal(got.indices, want.indices)
+        np.testing.assert_allclose(got.scores, want.scores, rtol=1e-5)
+        assert stored.holds(users.index(asked)).tolist() == [True, False] * 4 + [True]
+
+
 # ---- integrity ---------------------------------------------------------------------------------
 
 

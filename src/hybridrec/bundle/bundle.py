@@ -72,7 +72,9 @@ class TopN:
     """Precomputed top-N recommendations of one model for known users, CSR-style.
 
     Row ``u`` (a user index) holds ``items[indptr[u]:indptr[u+1]]`` best first, already
-    without the user's training items.
+    without the user's training items. ``held`` says which users have a row (a batch that
+    answered them, even with fewer items); without it (imported lists, older bundles) a user
+    has a row when it holds any item. Users without a row are answered by the model.
     """
 
     model: str
@@ -80,6 +82,7 @@ class TopN:
     indptr: NDArray[np.int64]
     items: NDArray[np.int32]
     scores: NDArray[np.float32]
+    held: NDArray[np.bool_] | None = None
 
     @classmethod
     def from_recommendations(cls, model: str, recs: Recommendations, users: Vocab) -> TopN:
@@ -92,12 +95,15 @@ class TopN:
         order = np.argsort(rows, kind="stable")
         idx, val = recs.indices[order], recs.scores[order]
         keep = idx >= 0
+        held = np.zeros(len(users), bool)
+        held[rows] = True
         return cls(
             model,
             int(recs.indices.shape[1]),
             indptr,
             idx[keep].astype(np.int32),
             val[keep].astype(np.float32),
+            held,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,12 +114,19 @@ class TopN:
             "indptr": self.indptr,
             "items": self.items,
             "scores": self.scores,
+            **({} if self.held is None else {"held": self.held}),
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TopN:
         """Inverse of `to_dict`."""
-        return cls(d["model"], int(d["k"]), d["indptr"], d["items"], d["scores"])
+        return cls(d["model"], int(d["k"]), d["indptr"], d["items"], d["scores"], d.get("held"))
+
+    def holds(self, users: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """Which user indices have a precomputed row."""
+        if self.held is not None:
+            return np.asarray(self.held)[users]
+        return np.asarray(self.indptr[users + 1] > self.indptr[users])
 
     @property
     def rows(self) -> int:
@@ -519,8 +532,9 @@ class Bundle:
     ) -> Recommendations:
         """Recommend with model ``model``; precomputed rows answer when they can.
 
-        Precomputed top-N answers known users asked with the defaults (seen items excluded,
-        no filters, no new history) for ``k`` up to N; everything else goes to the model.
+        Precomputed top-N answers the users it holds, asked with the defaults (seen items
+        excluded, no filters, no new history) for ``k`` up to N; every other user, and every
+        other call, goes to the model.
         """
         rec = self.model(model)
         top = self.top_n
@@ -537,7 +551,13 @@ class Bundle:
             ids = users.coerce(np.asarray(user_ids).ravel())
             idx = users.index(ids, missing="mask")
             if (idx >= 0).all():
+                held = top.holds(idx)
                 out_idx, out_val = top.lookup(idx, k)
+                if not held.all():
+                    rest = rec.recommend(ids[~held], k, exclude_seen=True)
+                    width = rest.indices.shape[1]
+                    out_idx, out_val = out_idx[:, :width], out_val[:, :width]
+                    out_idx[~held], out_val[~held] = rest.indices, rest.scores
                 return Recommendations(ids, out_idx, out_val, items)
         return rec.recommend(
             user_ids, k, exclude_seen=exclude_seen, filters=filters, history=history
