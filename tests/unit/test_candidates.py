@@ -202,3 +202,26 @@ def test_sparse_times_dense_equals_the_dense_product(tmp_path: Path) -> None:
     )
     memmapped[:] = dense
     np.testing.assert_array_equal(base.sparse_times_dense(rows, memmapped), got)
+
+
+@pytest.mark.parametrize("name", ["popularity", "itemknn"])
+@pytest.mark.parametrize("exclude_seen", [True, False])
+def test_models_with_proposals_rank_as_their_dense_blocks(
+    fitted: dict[str, Recommender], planted_data: InteractionData, name: str, exclude_seen: bool
+) -> None:
+    # Without filters they rank through their proposal; with filters through the dense block.
+    model = fitted[name]
+    ids = [*planted_data.users.ids.tolist(), 90_001]
+    history = {90_001: planted_data.items.ids[:3].tolist()}
+    _, idx, hist, fold_in = model._histories(ids, history)
+    dense = model._block_scores(idx, hist, fold_in, exclude_seen=exclude_seen)
+    for k in (1, 7, len(planted_data.items)):
+        got = model.recommend(ids, k, exclude_seen=exclude_seen, history=history)
+        want_idx, want_val = topk_rows(dense, k)
+        np.testing.assert_array_equal(got.indices, want_idx)
+        np.testing.assert_array_equal(got.scores, want_val)
+    denied = planted_data.items.ids[:4].tolist()
+    filtered = model.recommend(
+        ids, 7, exclude_seen=exclude_seen, filters=ItemFilter(deny=denied), history=history
+    )
+    assert not np.isin(filtered.indices, np.arange(4)).any()

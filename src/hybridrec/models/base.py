@@ -575,8 +575,13 @@ class Recommender(ABC):
         """The top ``k`` of a block (`topk_rows` of `_block_scores`, ``allowed`` items only).
 
         Models that can rank without a dense block (the hybrid, over its candidate union)
-        override it; the answer must equal the dense one, ties broken by item index.
+        override it; the answer must equal the dense one, ties broken by item index. A model
+        with its own `_propose` (sparse or shared-ranking scores) ranks through it when no
+        item filter applies.
         """
+        if allowed is None and type(self)._propose is not Recommender._propose:
+            proposal = self._propose(users, history, fold_in, k, exclude_seen=exclude_seen)
+            return proposal.top, proposal.at(proposal.top)
         scores = self._block_scores(users, history, fold_in, exclude_seen=exclude_seen)
         if allowed is not None:
             scores[:, ~allowed] = -np.inf
