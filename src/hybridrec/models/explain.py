@@ -538,7 +538,12 @@ def _popularity_ranks(get: Provider) -> dict[Any, int]:
         return {}
 
     def build_ranks(pop: Recommender = pop) -> dict[Any, int]:
-        order = np.argsort(-np.asarray(pop.item_scores_), kind="stable")  # type: ignore[attr-defined]
+        from hybridrec.models.popularity import Popularity
+
+        if isinstance(pop, Popularity):
+            order = pop.ranking()[0]  # the order popularity itself recommends in
+        else:
+            order = np.argsort(-np.asarray(pop.item_scores_), kind="stable")  # type: ignore[attr-defined]
         ids = pop._fitted()[1].lookup(order).tolist()
         return dict(zip(ids, range(1, order.size + 1), strict=True))
 

@@ -78,12 +78,12 @@ class Popularity(Recommender):
         exclude_seen: bool,
     ) -> Proposal:
         # One ranking for everyone: each user's first unseen ranks, no dense block.
-        order, rank = self._ranking()
+        order, rank = self.ranking()
         return ranked_proposal(
             self.item_scores_, order, rank, history, n, exclude_seen=exclude_seen
         )
 
-    def _ranking(self) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    def ranking(self) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """Items best first (ties by index) and each item's place, computed once."""
         cached = getattr(self, "_ranking_", None)
         if cached is None or cached[0] is not self.item_scores_:
