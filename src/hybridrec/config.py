@@ -161,6 +161,10 @@ class BundleConfig(_Strict):
     float32: bool = False
     #: Precompute each known user's top-N of the default model (0: none).
     precompute_top_n: int = Field(default=0, ge=0, le=1000)
+    #: Store each known user's candidate union and normalized component scores in every
+    #: hybrid (serving blends them instead of scoring the catalog), up to this many MiB
+    #: per hybrid; 0: none.
+    precompute_candidates_mb: int = Field(default=256, ge=0)
     #: Versions kept in the store after a training run (current and its rollback target
     #: always stay); 0 keeps all.
     keep_versions: int = Field(default=10, ge=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from hybridrec.bundle import Bundle, ModelStore, write_bundle
 from hybridrec.data.dataset import InteractionData
 from hybridrec.errors import ConfigError, HybridrecError
 from hybridrec.models import Recommender, create_model
+from hybridrec.models.base import ItemFilter
 from hybridrec.models.explain import Rules, answer, answers_frame
 from hybridrec.models.hybrid import Hybrid, mixed, normalize_scores, simplex_grid, tune_weights
 
@@ -29,6 +31,32 @@ def test_normalizations_by_hand() -> None:
     sd = np.std([1.0, 3.0, 2.0])
     np.testing.assert_allclose(z, [[-1 / sd, 1 / sd, 0.0, 0.0]])
     np.testing.assert_allclose(normalize_scores(scores, mask, "rank"), [[1 / 3, 1.0, 2 / 3, 0.0]])
+
+
+def test_normalizations_match_nan_reductions() -> None:
+    # Rows with no candidate, one candidate, constant candidates, and -inf / NaN cells.
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=(6, 40))
+    mask = rng.random((6, 40)) < 0.5
+    mask[0] = False
+    mask[1] = False
+    mask[1, 7] = True
+    scores[2] = 4.0
+    scores[3, :5] = -np.inf
+    scores[4, :5] = np.nan
+    mask[3:5, :5] = True
+    ok = mask & np.isfinite(scores)
+    s = np.where(ok, scores, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, hi = np.nanmin(s, axis=1, keepdims=True), np.nanmax(s, axis=1, keepdims=True)
+        mm = (s - lo) / np.where(hi > lo, hi - lo, 1.0)
+        mean, sd = np.nanmean(s, axis=1, keepdims=True), np.nanstd(s, axis=1, keepdims=True)
+        zs = (s - mean) / np.where(sd > 0, sd, 1.0)
+    for method, want in (("minmax", mm), ("zscore", zs)):
+        got = normalize_scores(scores, mask, method)  # type: ignore[arg-type]
+        np.testing.assert_allclose(got, np.where(ok, want, 0.0), rtol=1e-12, atol=1e-12)
+        assert np.isfinite(got).all()
 
 
 def test_simplex_grid() -> None:
@@ -315,3 +343,73 @@ def test_answers_frame_and_bundle_provider(
     assert frame.height == 12
     assert frame["reason"].str.len_chars().min() > 0
     assert set(frame["method"]) <= {"content", "popularity"}
+
+
+def _same_top(a: Any, b: Any, k: int = 10) -> None:
+    """Equal top-``k`` up to float rounding, from top-(k + 1) answers: the same scores, and
+    the same item at every place whose score no other place (the next one included) nears."""
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-6)
+    for ia, ib, sa in zip(a.indices, b.indices, a.scores, strict=True):
+        gaps = np.abs(sa[:, None] - sa[None, :]) + np.eye(sa.size)
+        clear = gaps.min(axis=1)[:k] > 1e-4
+        np.testing.assert_array_equal(ia[:k][clear], ib[:k][clear])
+
+
+@pytest.mark.parametrize("norm", ["minmax", "zscore", "rank"])
+def test_precomputed_candidates_answer_as_computed(
+    models: dict[str, Recommender], data: InteractionData, norm: str, tmp_path: Path
+) -> None:
+    # Known users read their stored candidate union and normalized parts; the answer is
+    # the computed one, with and without an item filter.
+    config = {
+        "components": {"als": 0.4, "ease": 0.3, "content": 0.2, "popularity": 0.1},
+        "normalization": norm,
+        "candidates": 15,
+    }
+    computed = create_model("hybrid", config).attach(models).fit(data)
+    stored = create_model("hybrid", config).attach(models).fit(data)
+    assert isinstance(stored, Hybrid)
+    assert stored.precompute_candidates()
+    assert stored.stored_["union"].shape == (len(data.users), 60)
+    users = data.users.ids
+    _same_top(stored.recommend(users, 11), computed.recommend(users, 11))
+    some = ItemFilter(deny=data.items.ids[::3].tolist())
+    _same_top(
+        stored.recommend(users, 11, filters=some), computed.recommend(users, 11, filters=some)
+    )
+
+    # Saved and loaded with a bundle, known users never ask a component to propose.
+    bundle_models = {**models, "hybrid": stored}
+    version = ModelStore(tmp_path).write_version(
+        lambda p: {**write_bundle(p, bundle_models, items=data.items_table), "default_model": "als"}
+    )
+    loaded = Bundle.open(tmp_path / version).get("hybrid")
+    assert isinstance(loaded, Hybrid)
+    real = loaded._component_proposal
+
+    def computing(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("a known user's candidates were computed")
+
+    loaded._component_proposal = computing  # type: ignore[method-assign]
+    _same_top(loaded.recommend(users, 11), computed.recommend(users, 11))
+    # New history, or seen items kept: the stored tables do not apply, the model computes.
+    loaded._component_proposal = real  # type: ignore[method-assign]
+    extra = {users[0]: [data.items.ids[-1]]}
+    _same_top(
+        loaded.recommend(users[:3], 11, history=extra),
+        computed.recommend(users[:3], 11, history=extra),
+    )
+    _same_top(
+        loaded.recommend(users[:3], 11, exclude_seen=False),
+        computed.recommend(users[:3], 11, exclude_seen=False),
+    )
+
+
+def test_precomputed_candidates_respect_the_size_bound(
+    models: dict[str, Recommender], data: InteractionData
+) -> None:
+    hybrid = create_model("hybrid", {"components": {"als": 0.5, "ease": 0.5}}).attach(models)
+    hybrid.fit(data)
+    assert isinstance(hybrid, Hybrid)
+    assert not hybrid.precompute_candidates(max_bytes=100)
+    assert hybrid.stored_ == {}

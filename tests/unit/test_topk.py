@@ -151,3 +151,19 @@ def test_single_rows_take_the_one_row_path(k: int) -> None:
         idx, val = topk_rows(scores[r : r + 1], k)
         np.testing.assert_array_equal(idx[0], whole[0][r])
         np.testing.assert_array_equal(val[0], whole[1][r])
+
+
+@pytest.mark.parametrize("k", [1, 10, 100, 374, 375, 2999, 3001])
+def test_kth_largest_of_wide_rows(k: int) -> None:
+    # The one-row threshold from chunk maxima, on rows wide enough to take that path
+    # (3,001 cells: chunks of 8 and a tail of 1), with heavy ties and -inf cells.
+    rng = np.random.default_rng(k)
+    for row in (
+        rng.integers(0, 5, size=3001).astype(np.float32),
+        rng.normal(size=3001).astype(np.float32),
+        np.where(rng.random(3001) < 0.9, -np.inf, rng.normal(size=3001)).astype(np.float32),
+    ):
+        row[-1] = row.max() + 1  # the tail cell, outside every chunk, is the largest
+        kk = min(k, row.size)
+        assert base._kth_largest(row, kk) == np.sort(row)[row.size - kk]
+        _check(row[None, :], k)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -515,18 +516,23 @@ def _similarity_rows(model: Recommender, kind: str, hist: list[Any], recs: list[
     r = items.index(recs, missing="mask")
     if not (h >= 0).any() or not (r >= 0).any():
         return None
-    out = np.full((len(hist), len(recs)), -np.inf)
-    hs, rs = np.flatnonzero(h >= 0), np.flatnonzero(r >= 0)
+    whole = bool((h >= 0).all() and (r >= 0).all())
+    hs, rs = (h, r) if whole else (np.flatnonzero(h >= 0), np.flatnonzero(r >= 0))
+    hi, ri = (h, r) if whole else (h[hs], r[rs])
     if kind == "itemknn":
         sim = model.similarity_  # type: ignore[attr-defined]
-        block = sim[h[hs]][:, r[rs]]
+        block = sim[hi][:, ri]
         block = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
     elif kind == "ease":
-        block = np.asarray(model.weights_[h[hs]][:, r[rs]])  # type: ignore[attr-defined]
+        block = np.asarray(model.weights_[np.ix_(hi, ri)])  # type: ignore[attr-defined]
     else:
         unit = _unit_vectors(model, kind)
-        block = unit[h[hs]] @ unit[r[rs]].T
-    out[np.ix_(hs, rs)] = block
+        block = unit[hi] @ unit[ri].T
+    if whole:
+        out = np.array(block, dtype=np.float64)
+    else:
+        out = np.full((len(hist), len(recs)), -np.inf)
+        out[np.ix_(hs, rs)] = block
     out[out == 0] = -np.inf  # no relation is no evidence
     return out
 
@@ -572,9 +578,10 @@ def _explain(
                 model = get(kind) if hist and a.items else None
                 sims = None if model is None else _similarity_rows(model, kind, hist, a.items)
                 if sims is not None:
-                    # Per recommended item: the history item most like it, and how much.
+                    # Per recommended item: the history item most like it, and how much
+                    # (as Python lists: the loop below reads them one item at a time).
                     best = np.argmax(sims, axis=0)
-                    sims = (best, sims[best, np.arange(sims.shape[1])])
+                    sims = (best.tolist(), sims[best, np.arange(sims.shape[1])].tolist())
                 cache[kind] = sims
             return cache[kind]
 
@@ -587,10 +594,9 @@ def _explain(
             if not base.startswith("popularity"):
                 for kind in kinds:
                     found = sims_of(kind)
-                    if found is None or not np.isfinite(found[1][j]):
+                    if found is None or not math.isfinite(found[1][j]):
                         continue
-                    h = int(found[0][j])
-                    source = hist[h]
+                    source = hist[found[0][j]]
                     title = titles.get(source, str(source))
                     text = (
                         f"similar in content to {title}"
@@ -604,7 +610,7 @@ def _explain(
                             {
                                 "item_id": source,
                                 "title": title,
-                                "similarity": round(float(found[1][j]), 4),
+                                "similarity": round(found[1][j], 4),
                                 "by": kind,
                             },
                         )

@@ -34,13 +34,16 @@ from hybridrec.data.dataset import InteractionData
 from hybridrec.data.vocab import Vocab
 from hybridrec.errors import ConfigError, HybridrecError
 from hybridrec.models.base import (
+    _BLOCK_CELLS,
     History,
     ItemFilter,
     ModelConfig,
     Proposal,
     Recommendations,
     Recommender,
+    _training_rows,
     dense_proposal,
+    for_blocks,
     topk_rows,
 )
 from hybridrec.models.registry import create_model, register
@@ -59,6 +62,9 @@ __all__ = [
 
 Normalization = Literal["minmax", "zscore", "rank"]
 
+#: Default bound of `Hybrid.precompute_candidates`'s tables (256 MiB).
+PRECOMPUTE_BYTES = 256 * 2**20
+
 # Per-thread request context: whether the running recommend call excludes seen items.
 _CONTEXT = threading.local()
 
@@ -73,31 +79,34 @@ def normalize_scores(scores: NDArray[Any], mask: NDArray[np.bool_], method: Norm
 
     ``minmax`` maps each row's candidates to [0, 1]; ``zscore`` centres and scales them;
     ``rank`` gives the best candidate 1 and the worst 1/n (n candidates in the row). Cells
-    outside the mask are 0.
+    outside the mask are 0. Masked sums, not NaN-aware reductions: a request's one row
+    costs a few array operations.
     """
-    s = np.where(mask, scores, np.nan).astype(np.float64)
-    out = np.zeros_like(s)
+    mask = np.asarray(mask, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    # Infinite scores in the mask are treated like NaN: they get 0 and take no part.
+    mask = mask & np.isfinite(s)
+    s = np.where(mask, s, 0.0)
+    n = np.count_nonzero(mask, axis=1, keepdims=True)
     if method == "rank":
         filled = np.where(mask, s, -np.inf)
         order = np.argsort(-filled, axis=1, kind="stable")
         ranks = np.empty_like(order)
         rows = np.arange(s.shape[0])[:, None]
         ranks[rows, order] = np.arange(s.shape[1])[None, :]
-        n = mask.sum(axis=1, keepdims=True)
-        out = np.where(mask, (n - ranks) / np.maximum(n, 1), 0.0)
-        return out
-    has = mask.any(axis=1, keepdims=True)
-    base = np.where(has, s, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if method == "minmax":
-            lo = np.nanmin(base, axis=1, keepdims=True)
-            hi = np.nanmax(base, axis=1, keepdims=True)
-            out = (s - lo) / np.where(hi > lo, hi - lo, 1.0)
-        else:
-            mean = np.nanmean(base, axis=1, keepdims=True)
-            std = np.nanstd(base, axis=1, keepdims=True)
-            out = (s - mean) / np.where(std > 0, std, 1.0)
-    return np.where(mask, np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0), 0.0)
+        return np.where(mask, (n - ranks) / np.maximum(n, 1), 0.0)
+    if method == "minmax":
+        lo = np.where(mask, s, np.inf).min(axis=1, keepdims=True)
+        hi = np.where(mask, s, -np.inf).max(axis=1, keepdims=True)
+        span = hi - lo
+        out = (s - np.where(n > 0, lo, 0.0)) / np.where(span > 0, span, 1.0)
+    else:
+        count = np.maximum(n, 1)
+        mean = s.sum(axis=1, keepdims=True) / count
+        dev = np.where(mask, s - mean, 0.0)
+        std = np.sqrt((dev * dev).sum(axis=1, keepdims=True) / count)
+        out = dev / np.where(std > 0, std, 1.0)
+    return np.where(mask, out, 0.0)
 
 
 class ComposedRecommender(Recommender):
@@ -325,6 +334,11 @@ class Hybrid(ComposedRecommender):
     Config = HybridConfig
     config: HybridConfig
 
+    def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:
+        super().__init__(config, **params)
+        #: Known users' candidate unions and normalized parts (`precompute_candidates`).
+        self.stored_: dict[str, Any] = {}
+
     def component_names(self) -> list[str]:
         """The weighted components."""
         return list(self.config.components)
@@ -357,6 +371,8 @@ class Hybrid(ComposedRecommender):
         """
         if exclude_seen is None:
             exclude_seen = running_exclude_seen()
+        if self._stored_rows(users, fold_in, exclude_seen):
+            return self._stored_parts(users)
         n = self.config.candidates
         proposals = {
             name: self._component_proposal(
@@ -377,6 +393,68 @@ class Hybrid(ComposedRecommender):
             # Candidates ascend by item index, so rank ties break by index as before.
             parts[name] = normalize_scores(picked, mask, self.config.normalization)
         return parts, answers, candidates
+
+    def precompute_candidates(self, max_bytes: int = PRECOMPUTE_BYTES) -> bool:
+        """Store every known user's candidate union and normalized component scores.
+
+        What `normalized_parts` computes for a known user with no new history (seen items
+        excluded) depends on the training data only: stored, a request for such a user
+        reads it instead of having every component score the whole catalog, and blends,
+        filters and ranks it as usual (the same answer, to float32 rounding). Users with
+        new history, and ``exclude_seen=False``, are computed in full. Nothing is stored
+        when the tables could take more than ``max_bytes``. Returns whether it stored them.
+        """
+        users, items, user_items = self._fitted()
+        names = list(self.components_)
+        width = min(self.config.candidates * len(names), len(items))
+        self.stored_ = {}
+        if not names or len(users) * (width * 4 * (1 + len(names)) + len(names)) > max_bytes:
+            return False
+        union = np.full((len(users), width), -1, np.int32)
+        parts = {name: np.zeros((len(users), width), np.float32) for name in names}
+        answers = {name: np.zeros(len(users), bool) for name in names}
+
+        def run(start: int) -> None:
+            idx = np.arange(start, min(start + block, len(users)))
+            hist = _training_rows(user_items, idx).astype(np.float32)
+            got, said, cands = self.normalized_parts(
+                idx, hist, np.zeros(idx.size, dtype=bool), exclude_seen=True
+            )
+            # Candidates ascend with -1 (none) first: keep each row's valid ones, in order.
+            order = np.argsort(cands < 0, axis=1, kind="stable")[:, :width]
+            union[idx] = np.take_along_axis(cands, order, axis=1)
+            for name in names:
+                parts[name][idx] = np.take_along_axis(got[name], order, axis=1)
+                answers[name][idx] = said[name]
+
+        block = max(1, _BLOCK_CELLS // max(len(items), 1))
+        for_blocks(len(users), block, run)
+        self.stored_ = {"union": union, "parts": parts, "answers": answers}
+        return True
+
+    def _stored_rows(
+        self, users: NDArray[np.int64], fold_in: NDArray[np.bool_], exclude_seen: bool
+    ) -> bool:
+        """Whether every row is a known user answered from the stored tables."""
+        if not self.stored_ or not exclude_seen or fold_in.any() or users.size == 0:
+            return False
+        return bool(users.min() >= 0 and users.max() < self.stored_["union"].shape[0])
+
+    def _stored_parts(
+        self, users: NDArray[np.int64]
+    ) -> tuple[dict[str, Any], dict[str, Any], NDArray[np.int64]]:
+        """`normalized_parts` of known users, read from `precompute_candidates`' tables."""
+        stored = self.stored_
+        parts = {n: np.asarray(p[users], np.float64) for n, p in stored["parts"].items()}
+        answers = {n: np.asarray(a[users], bool) for n, a in stored["answers"].items()}
+        return parts, answers, np.asarray(stored["union"][users], np.int64)
+
+    def _state(self) -> dict[str, Any]:
+        return {"stored": self.stored_} if self.stored_ else {}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        super()._set_state(state)
+        self.stored_ = dict(state.get("stored") or {})
 
     def _score(
         self, users: NDArray[np.int64], history: sp.csr_matrix, fold_in: NDArray[np.bool_]

@@ -647,6 +647,22 @@ def bundle_options_from(cfg: BundleConfig) -> BundleOptions:
     return BundleOptions(Compression.parse(cfg.compress, cfg.compress_level), cfg.float32)
 
 
+def precompute_candidates(
+    models: Mapping[str, Recommender], budget_mb: int, info: dict[str, dict[str, Any]]
+) -> None:
+    """Store known users' component candidates in each hybrid (`Hybrid.precompute_candidates`)."""
+    if budget_mb <= 0:
+        return
+    for name, model in models.items():
+        if isinstance(model, Hybrid):
+            start = time.perf_counter()
+            stored = model.precompute_candidates(budget_mb * 2**20)
+            info[name]["precomputed_candidates"] = {
+                "stored": stored,
+                "seconds": round(time.perf_counter() - start, 3),
+            }
+
+
 def precompute_top_n(model: Recommender, name: str, n: int) -> TopN:
     """Every known user's top-``n`` of ``model`` (seen items excluded), for the bundle."""
     users = model._fitted()[0]
@@ -752,6 +768,7 @@ def train_pipeline(
                 info[name] = {"params": model.config.model_dump(), "fit_seconds": round(seconds, 3)}
                 progress.advance(task)
             models = {name: fitted[name] for name in names}
+            precompute_candidates(models, cfg.bundle.precompute_candidates_mb, info)
             if cfg.bundle.precompute_top_n:
                 top_n = precompute_top_n(
                     models[default_model], default_model, cfg.bundle.precompute_top_n
