@@ -81,3 +81,32 @@ def test_zero_turns_inlining_off(monkeypatch: pytest.MonkeyPatch) -> None:
         return await routes.offload(_where, kind="k") == threading.current_thread().name
 
     assert not anyio.run(main)
+
+
+def test_inline_answers_take_turns_with_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Three answers and a cheap request arrive together: the request waits for one answer,
+    # not for all three (the loop gets its turn between two answers run on it).
+    monkeypatch.setenv("HYBRIDREC_INLINE_MS", "50")
+    routes._COSTS["cheap"] = 0.001
+    log: list[str] = []
+
+    def answer(i: int) -> str:
+        log.append(f"answer {i}")
+        return _where(0.002)
+
+    async def main() -> list[str]:
+        loop = threading.current_thread().name
+
+        async def one(i: int) -> None:
+            assert await routes.offload(answer, i, kind="cheap") == loop
+
+        async def probe() -> None:
+            log.append("probe")
+
+        async with anyio.create_task_group() as tg:
+            for i in range(3):
+                tg.start_soon(one, i)
+            tg.start_soon(probe)
+        return log
+
+    assert anyio.run(main) == ["answer 0", "probe", "answer 1", "answer 2"]

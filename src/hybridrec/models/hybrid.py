@@ -674,6 +674,13 @@ class Router(ComposedRecommender):
         self, user_ids: Sequence[Any] | NDArray[Any], history: History | None = None
     ) -> list[str]:
         """The component `recommend` routes each user to (same ids and history rules)."""
+        if not history:
+            users, _, user_items = self._fitted()
+            idx = users.index(users.coerce(np.asarray(user_ids).ravel()), missing="mask")
+            if (idx >= 0).all():
+                # Known users' training history lengths: no rows to build.
+                lengths = user_items.indptr[idx + 1] - user_items.indptr[idx]
+                return [str(r) for r in self.route(np.asarray(lengths, np.int64))]
         _, _, rows, _ = self._histories(user_ids, history)
         return [str(r) for r in self.route(np.diff(rows.indptr))]
 
@@ -704,11 +711,13 @@ class Router(ComposedRecommender):
         val = np.full((users.size, k), -np.inf, np.float32)
         for name in dict.fromkeys(routes.tolist()):
             rows = np.flatnonzero(routes == name)
+            # One route for the whole block (a request's one user): no row selection.
+            whole = rows.size == users.size
             got, got_val = self._component_topk(
                 name,
-                users[rows],
-                history[rows],
-                fold_in[rows],
+                users if whole else users[rows],
+                history if whole else history[rows],
+                fold_in if whole else fold_in[rows],
                 k=k,
                 exclude_seen=exclude_seen,
                 allowed=allowed,

@@ -1,7 +1,8 @@
 """FastAPI dependencies: how routes reach the process state and the served bundle.
 
 They are ``async`` because they never block: a synchronous dependency would cost a trip to
-the thread pool on every request.
+the thread pool on every request. The hottest route calls `state_of` / `bundle_of` itself:
+each dependency FastAPI resolves costs a few tens of microseconds.
 """
 
 from __future__ import annotations
@@ -13,16 +14,16 @@ from fastapi import Depends, HTTPException, Request, status
 from hybridrec.bundle import Bundle
 from hybridrec.serving.state import AppState
 
-__all__ = ["BundleDep", "StateDep", "get_bundle", "get_state"]
+__all__ = ["BundleDep", "StateDep", "bundle_of", "get_bundle", "get_state", "state_of"]
 
 
-async def get_state(request: Request) -> AppState:
+def state_of(request: Request) -> AppState:
     """The `AppState` of the app serving ``request``."""
     state: AppState = request.app.state.hybridrec
     return state
 
 
-async def get_bundle(state: Annotated[AppState, Depends(get_state)]) -> Bundle:
+def bundle_of(state: AppState) -> Bundle:
     """The bundle being served, held for the whole request (a reload cannot pull it away).
 
     Raises:
@@ -34,6 +35,16 @@ async def get_bundle(state: Annotated[AppState, Depends(get_state)]) -> Bundle:
             f"no model loaded yet from {state.service.model_dir}",
         )
     return state.service.bundle
+
+
+async def get_state(request: Request) -> AppState:
+    """`state_of` as a dependency."""
+    return state_of(request)
+
+
+async def get_bundle(state: Annotated[AppState, Depends(get_state)]) -> Bundle:
+    """`bundle_of` as a dependency (503 while no model is loaded)."""
+    return bundle_of(state)
 
 
 StateDep = Annotated[AppState, Depends(get_state)]

@@ -17,6 +17,7 @@ from hybridrec.serving.strategies import SimilarMethod, Strategy
 
 __all__ = [
     "TEXT_PATTERN",
+    "AnswerOptions",
     "EventIn",
     "EventType",
     "EventsAccepted",
@@ -128,21 +129,21 @@ class FeedbackAccepted(BaseModel):
     event_id: int
 
 
-class VisitorRequest(_Request):
-    """A visitor without a user id: what they looked at recently, best guess first."""
+class AnswerOptions(BaseModel):
+    """How to answer: size, strategy and business rules (the CLI's names and meaning).
 
-    item_ids: list[ExternalId] = Field(
-        default_factory=list, max_length=500, description="Recently seen items, any order."
+    The query of ``/recommend/user/{user_id}`` (unknown parameters ignored, as for any
+    route) and the rule part of a visitor's body.
+    """
+
+    k: int = Field(default=10, ge=1, le=MAX_K, description="How many items.")
+    strategy: Strategy = Field(
+        default=Strategy.auto, description="auto uses the router; missing models fall back."
     )
-    attributes: dict[Label, str | float | bool | None] | None = Field(
-        default=None,
-        max_length=50,
-        description="Visitor attributes (stored models do not use them yet).",
+    alpha: float = Field(
+        default=0.8, ge=0.0, le=1.0, description="mixed: weight of ALS against popularity."
     )
-    k: int = Field(default=10, ge=1, le=MAX_K)
-    strategy: Strategy = Strategy.auto
-    alpha: float = Field(default=0.8, ge=0.0, le=1.0)
-    exclude_seen: bool = True
+    exclude_seen: bool = Field(default=True, description="Leave out items the user has.")
     category: list[Label] | None = Field(
         default=None, max_length=20, description="Only items of these categories."
     )
@@ -159,13 +160,26 @@ class VisitorRequest(_Request):
         allow_inf_nan=False,
         description="Diversity re-ranking lambda (1 = relevance only).",
     )
+    explain: bool = Field(default=True, description="Attach reasons to every item.")
+
+
+class VisitorRequest(AnswerOptions, _Request):
+    """A visitor without a user id: what they looked at recently, best guess first."""
+
+    item_ids: list[ExternalId] = Field(
+        default_factory=list, max_length=500, description="Recently seen items, any order."
+    )
+    attributes: dict[Label, str | float | bool | None] | None = Field(
+        default=None,
+        max_length=50,
+        description="Visitor attributes (stored models do not use them yet).",
+    )
     allow: list[ExternalId] | None = Field(
         default=None, max_length=10_000, description="Only these items."
     )
     deny: list[ExternalId] | None = Field(
         default=None, max_length=10_000, description="Never these items."
     )
-    explain: bool = Field(default=True, description="Attach reasons to every item.")
 
 
 class RecommendedItem(BaseModel):

@@ -5,15 +5,19 @@ The routes only translate: request → `strategies.recommend` (the library's one
 event loop: ``/health``, ``/health/ready`` and ``POST /events`` stay fast while
 recommendations saturate the process. Answers of a kind that has taken under
 ``HYBRIDREC_INLINE_MS`` of CPU on average (2 ms; an ALS request: about one) run on the loop
-itself, because for them the hop to the answer thread and back costs more than the work.
+itself, because for them the hop to the answer thread and back costs more than the work;
+they take turns, one per loop iteration, so that the loop polls its sockets between two.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import functools
 import os
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Hashable, Sequence
 from typing import Annotated, Any, TypeVar
 
@@ -25,11 +29,12 @@ from hybridrec.errors import ConfigError
 from hybridrec.models.explain import Rules
 from hybridrec.serving import metrics
 from hybridrec.serving.catalog import catalog_of
-from hybridrec.serving.deps import BundleDep, StateDep
+from hybridrec.serving.deps import BundleDep, StateDep, bundle_of, state_of
 from hybridrec.serving.events import ID_MAX_LENGTH
 from hybridrec.serving.schemas import (
     MAX_K,
     TEXT_PATTERN,
+    AnswerOptions,
     RecommendationResponse,
     RecommendedItem,
     Strategy,
@@ -98,7 +103,61 @@ async def offload(
             last = _COSTS.get(kind)
             _COSTS[kind] = spent if last is None else last + _COST_WEIGHT * (spent - last)
 
-    return timed() if inline else await _on_pool(timed)
+    if not inline:
+        return await _on_pool(timed)
+    async with _turns():
+        return timed()
+
+
+class _Turns:
+    """Answers run on the loop take turns: one per event-loop iteration, first come first.
+
+    Without it, every request that is ready in one iteration answers in that iteration, so
+    under load a ``/health`` waits for all of them (16 connections × 1 ms); with it, the
+    loop polls its sockets between two answers and a ``/health`` waits for one.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.busy = False
+
+    async def __aenter__(self) -> None:
+        if self.busy:
+            turn = self.loop.create_future()
+            self.waiting.append(turn)
+            try:
+                await turn
+            except BaseException:
+                if turn.done() and not turn.cancelled():
+                    self._next()  # the turn was given: pass it on
+                else:
+                    self.waiting.remove(turn)
+                raise
+        self.busy = True
+
+    async def __aexit__(self, *_exc: object) -> None:
+        # The next turn starts in a later iteration, after the sockets polled meanwhile.
+        self.loop.call_soon(self._next)
+
+    def _next(self) -> None:
+        while self.waiting:
+            turn = self.waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self.busy = False
+
+
+_TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turns] = weakref.WeakKeyDictionary()
+
+
+def _turns() -> _Turns:
+    loop = asyncio.get_running_loop()
+    turns = _TURNS.get(loop)
+    if turns is None:
+        turns = _TURNS[loop] = _Turns(loop)
+    return turns
 
 
 async def _on_pool(call: Callable[[], T]) -> T:
@@ -129,21 +188,6 @@ K = Annotated[int, Query(ge=1, le=MAX_K, description="How many items.")]
 Alpha = Annotated[
     float, Query(ge=0.0, le=1.0, description="mixed: weight of ALS against popularity.")
 ]
-Category = Annotated[
-    list[str] | None,
-    Query(max_length=20, description="Only items of these categories (repeatable)."),
-]
-ExcludeCategory = Annotated[
-    list[str] | None,
-    Query(max_length=20, description="No items of these categories (repeatable)."),
-]
-MinPopularity = Annotated[
-    int | None, Query(ge=0, description="Only items with at least this many interactions.")
-]
-Mmr = Annotated[
-    float | None, Query(ge=0.0, le=1.0, description="Diversity re-ranking lambda (1 = none).")
-]
-Explain = Annotated[bool, Query(description="Attach reasons to every item.")]
 
 
 def _kind(route: str, strategy: Strategy, k: int, rules: Rules, explain: bool) -> Hashable:
@@ -272,38 +316,30 @@ async def _recommend_user(
 
 
 @router.get("/recommend/user/{user_id}", response_model=RecommendationResponse)
-async def recommend_user(  # noqa: PLR0917 - FastAPI parameters
-    request: Request,
-    state: StateDep,
-    bundle: BundleDep,
-    user_id: UserId,
-    k: K = 10,
-    strategy: Annotated[
-        Strategy, Query(description="auto uses the router; missing models fall back.")
-    ] = Strategy.auto,
-    alpha: Alpha = 0.8,
-    exclude_seen: Annotated[bool, Query(description="Leave out items the user has.")] = True,
-    category: Category = None,
-    exclude_category: ExcludeCategory = None,
-    min_popularity: MinPopularity = None,
-    mmr: Mmr = None,
-    explain: Explain = True,
+async def recommend_user(
+    request: Request, user_id: UserId, query: Annotated[AnswerOptions, Query()]
 ) -> Response:
-    """Top-k items for a user. An unknown user gets the cold-start path (not 404)."""
+    """Top-k items for a user. An unknown user gets the cold-start path (not 404).
+
+    The query is one model (`AnswerOptions`), validated in one step, and the state is read
+    without dependencies: FastAPI's per-parameter and per-dependency work costs about as
+    much as a small answer.
+    """
+    state = state_of(request)
     return await _recommend_user(
         request=request,
         state=state,
-        bundle=bundle,
+        bundle=bundle_of(state),
         user_id=user_id,
-        k=k,
-        strategy=strategy,
-        alpha=alpha,
-        exclude_seen=exclude_seen,
-        category=category,
-        exclude_category=exclude_category,
-        min_popularity=min_popularity,
-        mmr=mmr,
-        explain=explain,
+        k=query.k,
+        strategy=query.strategy,
+        alpha=query.alpha,
+        exclude_seen=query.exclude_seen,
+        category=query.category,
+        exclude_category=query.exclude_category,
+        min_popularity=query.min_popularity,
+        mmr=query.mmr,
+        explain=query.explain,
     )
 
 
