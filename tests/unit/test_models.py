@@ -8,6 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from hybridrec.data.dataset import InteractionData
+from hybridrec.data.vocab import Vocab
 from hybridrec.errors import ConfigError
 from hybridrec.models import ALS, EASE, ItemKNN, Popularity
 
@@ -110,6 +111,25 @@ def test_ease_models_only_the_most_popular_items_beyond_max_items(tiny_matrix):
     EASE(max_items=n_items).fit(data)  # exactly at the limit: the whole catalog
     with pytest.raises(ConfigError, match="max_items"):
         EASE(max_items=0)
+
+
+def test_ease_leaves_out_items_nobody_interacted_with(tiny_matrix):
+    # A vocabulary extended to the whole catalog (cold-start evaluations): the extra items
+    # are not modeled (their B rows and columns would be 0), the others score as before.
+    df = matrix_frame(tiny_matrix)
+    data = InteractionData.from_frame(df)
+    extra = np.arange(900, 905)
+    wide = InteractionData.from_frame(
+        df, items=Vocab(np.concatenate([data.items.ids, extra]), kind="item")
+    )
+    narrow = EASE(regularization=1.0, dtype="float64").fit(data)
+    model = EASE(regularization=1.0, dtype="float64").fit(wide)
+    assert model.modeled_items == tiny_matrix.shape[1]
+    np.testing.assert_allclose(model.weights_, narrow.weights_)
+    users = data.users.to_list()
+    got, want = model.recommend(users, k=5), narrow.recommend(users, k=5)
+    np.testing.assert_allclose(got.scores, want.scores, rtol=1e-9)
+    assert not np.isin(wide.items.lookup(got.indices[got.indices >= 0]), extra).any()
 
 
 # ---- ALS ------------------------------------------------------------------------------------

@@ -509,8 +509,10 @@ class Recommender(ABC):
 
         def run(start: int) -> None:
             sl = slice(start, start + block)
+            # One block for all rows (a request): scipy's row slicing costs as much as ALS.
+            rows = hist if block >= ids.size else hist[sl]
             top, val = self._block_topk(
-                idx[sl], hist[sl], fold_in[sl], k, exclude_seen=exclude_seen, allowed=allowed
+                idx[sl], rows, fold_in[sl], k, exclude_seen=exclude_seen, allowed=allowed
             )
             out_idx[sl, : top.shape[1]], out_val[sl, : top.shape[1]] = top, val
 

@@ -6,7 +6,9 @@ evidence is dense and EASE is strongest. The long tail gets no EASE score (it ca
 recommended by EASE) and is left to the models that scale with it — ALS, item-kNN and
 content, which the hybrid blends with EASE. This was preferred over a sparse approximation
 (e.g. SANSA or a pruned Gram matrix) because it keeps the closed form exact where it is
-used, needs no new dependency, and its cost is set by one number.
+used, needs no new dependency, and its cost is set by one number. Items nobody interacted
+with (a vocabulary extended to the whole catalog, as the cold-start evaluations build) are
+never modeled either: their rows and columns of B would be 0.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import scipy.linalg as sl
 import scipy.sparse as sp
 from numpy.typing import NDArray
 from pydantic import Field
+from threadpoolctl import threadpool_limits
 
 from hybridrec.data.dataset import InteractionData
 from hybridrec.data.matrix import Weighter, Weighting
-from hybridrec.models.base import ModelConfig, Recommender, sparse_times_dense
+from hybridrec.models.base import ModelConfig, Recommender, batch_threads, sparse_times_dense
 from hybridrec.models.footprint import DENSE_FLOPS, SPARSE_OPS, DataShape, Footprint
 from hybridrec.models.registry import register
 
@@ -70,11 +73,14 @@ class EASE(Recommender):
         n_all = data.matrix.shape[1]
         self.columns_: NDArray[np.int64] | None = None
         matrix = data.matrix
-        if n_all > self.config.max_items:
-            counts = np.diff(data.matrix.tocsc().indptr)
-            # The most popular items; ties by index, so the choice is deterministic.
+        counts = np.bincount(data.matrix.indices, minlength=n_all)
+        interacted = int(np.count_nonzero(counts))
+        if n_all > min(self.config.max_items, interacted):
+            # Items nobody interacted with (a catalog-wide vocabulary) can only score 0: not
+            # modeled. Beyond max_items, the most popular; ties by index (deterministic).
             order = np.lexsort((np.arange(n_all), -counts))
-            self.columns_ = np.sort(order[: self.config.max_items]).astype(np.int64)
+            keep = min(self.config.max_items, interacted)
+            self.columns_ = np.sort(order[:keep]).astype(np.int64)
             matrix = data.matrix[:, self.columns_]
         n_items = matrix.shape[1]
         self.weighter_ = Weighter(self.config.weighting).fit(matrix)
@@ -83,9 +89,12 @@ class EASE(Recommender):
         gram = (x.T @ x).toarray()
         gram[np.diag_indices(n_items)] += self.config.regularization
         # The Gram matrix plus λI is symmetric positive definite: Cholesky beats a general
-        # inverse, and solving against I is faster than LAPACK's potri in OpenBLAS.
-        factor = sl.cho_factor(gram, lower=False, overwrite_a=True, check_finite=False)
-        p = sl.cho_solve(factor, np.eye(n_items, dtype=dtype), check_finite=False)
+        # inverse, and solving against I is faster than LAPACK's potri in OpenBLAS. The
+        # O(items³) work takes every core (`batch_threads`), whatever OPENBLAS_NUM_THREADS
+        # says (1 in the Makefile, so that BLAS under implicit's threads does not contend).
+        with threadpool_limits(batch_threads(), "blas"):
+            factor = sl.cho_factor(gram, lower=False, overwrite_a=True, check_finite=False)
+            p = sl.cho_solve(factor, np.eye(n_items, dtype=dtype), check_finite=False)
         del factor, gram
         p /= -np.diag(p)
         p[np.diag_indices(n_items)] = 0.0
