@@ -134,6 +134,21 @@ def test_none_is_a_float32_copy(counts):
     assert x.sum() > 0  # input untouched
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_none_rounds_as_through_float64_and_sorts_indices(dtype):
+    # Unsorted column indices; values float32 cannot hold exactly.
+    data = np.array([1 / 3, 2**40 + 1, 7.1, -2.5]).astype(dtype)
+    x = sp.csr_matrix((data, np.array([2, 0, 1, 0]), np.array([0, 2, 3, 4])), shape=(3, 3))
+    out = Weighter("none").fit_transform(x)
+    expected = sp.csr_matrix(x, dtype=np.float64, copy=True).astype(np.float32)
+    expected.sort_indices()
+    assert out.dtype == np.float32 and out.has_sorted_indices
+    np.testing.assert_array_equal(out.indices, expected.indices)
+    np.testing.assert_array_equal(out.data, expected.data)
+    out.data[:] = 0
+    assert np.array_equal(x.data, data)  # a copy: the input is untouched
+
+
 def test_transform_does_not_modify_input(counts):
     before = counts.copy()
     Weighter("bm25").fit_transform(counts)

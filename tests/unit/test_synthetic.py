@@ -82,6 +82,15 @@ def test_random_matrix_skew_favours_low_items():
     assert pop[0] > pop[-1] * 3
 
 
+def test_random_matrix_user_skew_gives_a_long_tail_of_light_users():
+    flat = random_matrix(2000, 500, 20_000, seed=0)
+    skewed = random_matrix(2000, 500, 20_000, seed=0, user_skew=0.8)
+    assert skewed.nnz == 20_000  # still exactly the requested distinct cells
+    lengths = np.diff(skewed.indptr)
+    assert lengths[:20].mean() > 5 * lengths[-1000:].mean()
+    assert np.diff(flat.indptr)[:20].mean() < 2 * np.diff(flat.indptr)[-1000:].mean()
+
+
 def test_random_matrix_seeded():
     a = random_matrix(30, 10, 100, seed=9)
     b = random_matrix(30, 10, 100, seed=9)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 import pytest
 
+from hybridrec.data import transform
 from hybridrec.data.transform import deduplicate, kcore_filter, to_implicit
 from hybridrec.errors import ConfigError, DataError
 
@@ -120,6 +122,88 @@ def test_dedup_null_timestamps_fall_back_to_row_order():
 def test_dedup_no_duplicates_keeps_all_rows(ratings):
     out = deduplicate(ratings)
     assert out.sort("user_id", "item_id").equals(ratings.sort("user_id", "item_id"))
+
+
+def _dedup_by_grouping(df: pl.DataFrame, how: str, monkeypatch: pytest.MonkeyPatch) -> pl.DataFrame:
+    """`deduplicate` made to take its general path (sort, then group) whatever the data."""
+    with monkeypatch.context() as m:
+        m.setattr(transform, "has_repeated_pairs", lambda _: True)
+        return deduplicate(df, how)  # type: ignore[arg-type]
+
+
+def _shuffled_log(rng: np.random.Generator, n: int, *, repeats: bool) -> pl.DataFrame:
+    """``n`` events out of (user, item) order; every pair distinct unless ``repeats``."""
+    keys = rng.choice(400, size=n, replace=repeats)
+    return frame(
+        (keys // 20 - 7).tolist(),  # negative ids too
+        (keys % 20 * 1000).tolist(),
+        weights=rng.integers(1, 6, size=n).tolist(),
+        timestamps=[None if t % 5 == 0 else int(t) for t in rng.integers(0, 50, size=n)],
+        events=[f"e{e}" for e in rng.integers(0, 3, size=n)],
+    )
+
+
+@pytest.mark.parametrize("how", ["last", "first", "sum", "max"])
+@pytest.mark.parametrize("repeats", [False, True])
+@pytest.mark.parametrize("ids", ["int", "str"])
+def test_dedup_without_repeats_equals_the_grouping_path(how, repeats, ids, monkeypatch):
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        df = _shuffled_log(rng, 150, repeats=repeats)
+        if ids == "str":
+            df = df.with_columns(pl.col("user_id", "item_id").cast(pl.String))
+        assert transform.has_repeated_pairs(df) == repeats
+        out = deduplicate(df, how)
+        assert out.equals(_dedup_by_grouping(df, how, monkeypatch))
+        assert out.schema == df.schema
+        # Already in (user, item) order and distinct: returned as it is.
+        assert deduplicate(out, how).equals(out)
+
+
+def test_dedup_fast_path_keys_too_wide_for_one_int64(monkeypatch):
+    # (user span) x (item span) overflows int64: sorted by the two columns instead.
+    df = frame([2**62, -(2**62), 0, 2**62], [5, 2**40, -(2**40), -3], weights=[1, 2, 3, 4])
+    out = deduplicate(df, "last")
+    assert out.equals(_dedup_by_grouping(df, "last", monkeypatch))
+    assert out["user_id"].to_list() == [-(2**62), 0, 2**62, 2**62]
+
+
+@pytest.mark.parametrize(("how", "weight"), [("sum", 0.0), ("max", None), ("last", None)])
+def test_dedup_null_weight_without_repeats_aggregates_as_before(how, weight, monkeypatch):
+    # A lone null sums to 0 (and stays null otherwise), as the grouping path has it.
+    df = pl.DataFrame(
+        {
+            "user_id": [2, 1],
+            "item_id": [1, 1],
+            "weight": [None, 1.0],
+            "timestamp": [None, 3],
+            "event_type": ["x", "y"],
+        },
+        schema_overrides={"timestamp": pl.Int64},
+    )
+    out = deduplicate(df, how)
+    assert out.equals(_dedup_by_grouping(df, how, monkeypatch))
+    assert out["weight"].to_list() == [1.0, weight]
+
+
+def test_has_repeated_pairs():
+    assert not transform.has_repeated_pairs(frame([], []))
+    assert not transform.has_repeated_pairs(frame([1], [1]))
+    assert not transform.has_repeated_pairs(frame([2, 1, 1], [1, 2, 1]))
+    assert transform.has_repeated_pairs(frame([2, 1, 2], [1, 2, 1]))
+    # Same item id for different users, same user for different items: no repeat.
+    assert not transform.has_repeated_pairs(frame(["a", "b", "a"], ["x", "x", "y"]))
+    assert transform.has_repeated_pairs(frame(["b", "a", "b"], ["x", "x", "x"]))
+
+
+def test_has_repeated_pairs_checks_hash_collisions_exactly(monkeypatch):
+    # Every row hashing alike (a collision on each pair) must not read as a repeat.
+    def collide(self: pl.DataFrame, seed: int = 0) -> pl.Series:
+        return pl.Series(np.zeros(self.height, dtype=np.uint64))
+
+    monkeypatch.setattr(pl.DataFrame, "hash_rows", collide)
+    assert not transform.has_repeated_pairs(frame([2, 1, 3], [1, 2, 1]))
+    assert transform.has_repeated_pairs(frame([2, 1, 2], [1, 2, 1]))
 
 
 def test_dedup_unknown_how():

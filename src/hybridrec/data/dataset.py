@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import numpy as np
 import polars as pl
@@ -12,7 +14,33 @@ from hybridrec.data.matrix import interaction_matrix
 from hybridrec.data.vocab import Vocab
 from hybridrec.errors import DataError
 
-__all__ = ["InteractionData"]
+__all__ = ["InteractionData", "TimestampSource"]
+
+#: A timestamp matrix, None (no times), or what builds it (or None) on first read.
+TimestampSource: TypeAlias = sp.csr_matrix | Callable[[], sp.csr_matrix | None] | None
+
+
+class _Deferred:
+    """A dataclass field that may be given a builder: called on the first read, then kept.
+
+    A descriptor, so the dataclass ``__init__`` (and ``dataclasses.replace``) pass values
+    through `__set__`, and a read goes through `__get__`.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, obj: Any, objtype: Any = None) -> sp.csr_matrix | None:
+        if obj is None:
+            return None  # the field's default
+        value = obj.__dict__[self.slot]
+        if callable(value):
+            value = value()
+            obj.__dict__[self.slot] = value
+        return value
+
+    def __set__(self, obj: Any, value: TimestampSource) -> None:
+        obj.__dict__[self.slot] = value
 
 
 @dataclass(frozen=True)
@@ -24,7 +52,9 @@ class InteractionData:
         users: Row vocabulary.
         items: Column vocabulary (items with at least one training interaction).
         timestamps: Same shape as ``matrix``: the latest timestamp of each (user, item),
-            float64 seconds, or None when the data has no times.
+            float64 seconds, or None when the data has no times. Given as a builder (a
+            function of no arguments), it is built on first read: `from_frame` defers it,
+            as few models read it and at scale it costs as much as ``matrix``.
         items_table: The item catalog (canonical items table) when one was loaded.
         events: The interactions table the matrix was built from, event by event, for
             models that need what the cell sums lose (time windows over repeated events).
@@ -33,9 +63,14 @@ class InteractionData:
     matrix: sp.csr_matrix
     users: Vocab
     items: Vocab
-    timestamps: sp.csr_matrix | None = None
+    timestamps: _Deferred = _Deferred("timestamps")
     items_table: pl.DataFrame | None = None
     events: pl.DataFrame | None = None
+
+    @property
+    def timestamps_built(self) -> bool:
+        """Whether `timestamps` is at hand (given as a matrix or None, or read before)."""
+        return not callable(self.__dict__["_timestamps"])
 
     @classmethod
     def from_frame(
@@ -46,7 +81,7 @@ class InteractionData:
         users: Vocab | None = None,
         items: Vocab | None = None,
     ) -> InteractionData:
-        """Build from a canonical interactions table.
+        """Build from a canonical interactions table (the timestamp matrix on first read).
 
         Args:
             df: Canonical interactions (already implicit).
@@ -56,12 +91,16 @@ class InteractionData:
         """
         if df.height == 0:
             raise DataError("no training interactions")
-        users = users or Vocab(df["user_id"].to_numpy(), kind="user")
-        items = items or Vocab(df["item_id"].to_numpy(), kind="item")
+        # Distinct ids first: the vocabulary then sorts thousands of ids, not every row.
+        users = users or Vocab(df["user_id"].unique().to_numpy(), kind="user")
+        items = items or Vocab(df["item_id"].unique().to_numpy(), kind="item")
         matrix = interaction_matrix(df, users, items)
-        timestamps = None
-        if df["timestamp"].null_count() < df.height:
-            timestamps = interaction_matrix(df, users, items, column="timestamp", aggregate="max")
+
+        def timestamps() -> sp.csr_matrix | None:
+            if df["timestamp"].null_count() == df.height:
+                return None
+            return interaction_matrix(df, users, items, column="timestamp", aggregate="max")
+
         return cls(matrix, users, items, timestamps, items_table, df)
 
     @property

@@ -38,9 +38,11 @@ def interaction_matrix(
     """
     u = users.index(df["user_id"].to_numpy(), missing="mask" if drop_unknown else "raise")
     i = items.index(df["item_id"].to_numpy(), missing="mask" if drop_unknown else "raise")
-    values = df[column].fill_null(0).to_numpy().astype(np.float64)
+    values = df[column].fill_null(0).to_numpy().astype(np.float64, copy=False)
     keep = (u >= 0) & (i >= 0)
-    u, i, values = u[keep], i[keep], values[keep]
+    if not keep.all():
+        u, i, values = u[keep], i[keep], values[keep]
+    del keep
     shape = (len(users), len(items))
     if aggregate == "max":
         # Sort so the largest value of each cell comes last, then keep the last per cell.
@@ -99,6 +101,11 @@ class Weighter:
 
     def transform(self, matrix: sp.csr_matrix) -> sp.csr_matrix:
         """Weighted float32 copy of ``matrix`` (same sparsity pattern)."""
+        if self.scheme == "none" and matrix.dtype.kind == "f":
+            # Floats round to float32 as they would through float64: skip that copy.
+            plain = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+            plain.sort_indices()
+            return plain
         out = sp.csr_matrix(matrix, dtype=np.float64, copy=True)
         if self.scheme == "confidence":
             out.data = 1.0 + self.alpha * out.data

@@ -171,21 +171,24 @@ def validate_interactions(df: pl.DataFrame, source: str = "interactions") -> pl.
     df = _normalize_id(df, "user_id", source)
     df = _normalize_id(df, "item_id", source)
     event_type = DEFAULT_EVENT_TYPE
-    if "weight" not in df.columns:
-        if "rating" in df.columns:
-            # Check under the file's own column name, so errors name what the user wrote.
-            df = _to_float(df, "rating", source)
-            df = df.with_columns(pl.col("rating").alias("weight"))
-            event_type = "rating"
-        else:
-            df = df.with_columns(pl.lit(1.0).alias("weight"))
-    df = _to_float(df, "weight", source)
-    if "timestamp" not in df.columns:
+    # Columns the file lacks are constants: polars holds them as one value, not one a row.
+    if "weight" in df.columns:
+        df = _to_float(df, "weight", source)
+    elif "rating" in df.columns:
+        # Check under the file's own column name, so errors name what the user wrote.
+        df = _to_float(df, "rating", source)
+        df = df.with_columns(pl.col("rating").alias("weight"))
+        event_type = "rating"
+    else:
+        df = df.with_columns(pl.lit(1.0).alias("weight"))
+    if "timestamp" in df.columns:
+        df = _to_timestamp(df, source)
+    else:
         df = df.with_columns(pl.lit(None, dtype=pl.Int64).alias("timestamp"))
-    df = _to_timestamp(df, source)
-    if "event_type" not in df.columns:
+    if "event_type" in df.columns:
+        df = df.with_columns(pl.col("event_type").cast(pl.String).fill_null(event_type))
+    else:
         df = df.with_columns(pl.lit(event_type).alias("event_type"))
-    df = df.with_columns(pl.col("event_type").cast(pl.String).fill_null(event_type))
     return df.select(INTERACTION_COLUMNS)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
+from numpy.typing import NDArray
 
 __all__ = ["planted_clusters", "random_catalog", "random_interactions", "random_matrix"]
 
@@ -65,23 +66,47 @@ def planted_clusters(
     )
 
 
+def _zipf(n: int, skew: float) -> NDArray[np.float64]:
+    """Probabilities of ranks 1..n proportional to ``rank ** -skew``."""
+    p = 1.0 / np.arange(1, n + 1) ** skew
+    return np.asarray(p / p.sum(), dtype=np.float64)
+
+
 def random_matrix(
-    n_users: int, n_items: int, nnz: int, *, seed: int = 0, skew: float = 1.0
+    n_users: int,
+    n_items: int,
+    nnz: int,
+    *,
+    seed: int = 0,
+    skew: float = 1.0,
+    user_skew: float = 0.0,
 ) -> sp.csr_matrix:
     """A random users × items CSR of ones with Zipf-like item popularity, for benchmarks.
 
     Holds exactly ``nnz`` distinct cells: repeated draws are topped up until there are
     enough (``nnz`` must leave room: at most half the cells).
+
+    Args:
+        n_users: Rows.
+        n_items: Columns.
+        nnz: Distinct cells.
+        seed: Random seed.
+        skew: Zipf exponent of item popularity (item 0 the most popular).
+        user_skew: Zipf exponent of user activity (0: every user equally active; else
+            user 0 the most active), as real event logs have a long tail of light users.
     """
     if nnz > n_users * n_items // 2:
         raise ValueError(f"nnz={nnz} is too dense for {n_users}×{n_items}")
     rng = np.random.default_rng(seed)
-    p = 1.0 / np.arange(1, n_items + 1) ** skew
-    p /= p.sum()
+    p = _zipf(n_items, skew)
+    p_user = _zipf(n_users, user_skew) if user_skew else None
     keys = np.empty(0, dtype=np.int64)
     while keys.size < nnz:
         draw = int((nnz - keys.size) * 1.3) + 1000
-        rows = rng.integers(0, n_users, size=draw, dtype=np.int64)
+        if p_user is None:
+            rows = rng.integers(0, n_users, size=draw, dtype=np.int64)
+        else:
+            rows = rng.choice(n_users, size=draw, p=p_user)
         cols = rng.choice(n_items, size=draw, p=p)
         keys = np.unique(np.concatenate([keys, rows * n_items + cols]))
     keys = np.sort(rng.choice(keys, size=nnz, replace=False))
@@ -152,13 +177,14 @@ def random_interactions(
     *,
     seed: int = 0,
     skew: float = 1.0,
+    user_skew: float = 0.0,
     start_time: int = 1_600_000_000,
 ) -> pl.DataFrame:
     """`random_matrix` as a canonical interactions table (user ids from 1, item ids from 0).
 
     Timestamps increase within each user, so temporal splits have an order to follow.
     """
-    m = random_matrix(n_users, n_items, nnz, seed=seed, skew=skew).tocoo()
+    m = random_matrix(n_users, n_items, nnz, seed=seed, skew=skew, user_skew=user_skew).tocoo()
     rng = np.random.default_rng(seed + 1)
     return pl.DataFrame(
         {

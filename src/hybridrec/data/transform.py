@@ -29,6 +29,7 @@ __all__ = [
     "Conversion",
     "apply_conversion",
     "deduplicate",
+    "has_repeated_pairs",
     "kcore_filter",
     "resolve_conversion",
     "to_implicit",
@@ -98,8 +99,9 @@ def resolve_conversion(
         dedup: The configured rule for repeated rows; ``auto``: ``last`` for ratings,
             ``sum`` (counts) for events.
     """
-    explicit = bool((df["event_type"] == "rating").all()) if df.height else False
-    repeated = df.select(pl.struct("user_id", "item_id").is_duplicated().any()).item()
+    explicit = (
+        bool(df.select((pl.col("event_type") == "rating").all()).item()) if df.height else False
+    )
     if implicit != "auto":
         chosen_dedup: DedupMode = ("last" if explicit else "sum") if dedup == "auto" else dedup
         return Conversion(implicit, min_rating, chosen_dedup)
@@ -113,10 +115,9 @@ def resolve_conversion(
             rescue_by_user_mean=min_rating is None,
             why=f"explicit ratings up to {top:g}",
         )
-    weights = df["weight"]
-    ones = bool((weights == 1.0).all())
+    ones = bool(df.select((pl.col("weight") == 1.0).all()).item())
     chosen = "sum" if dedup == "auto" else dedup
-    if ones and not repeated:
+    if ones and not has_repeated_pairs(df):
         return Conversion("binary", None, chosen, why="no rating or weight column")
     if ones:
         return Conversion("confidence", None, chosen, why="repeated events counted as confidence")
@@ -199,11 +200,18 @@ def deduplicate(
     """Collapse repeated (user, item) rows into one.
 
     ``last``/``first`` keep the weight of the latest/earliest event (by timestamp, then by
-    row order), ``sum``/``max`` aggregate weights; the timestamp kept is the latest.
+    row order), ``sum``/``max`` aggregate weights; the timestamp kept is the latest. Rows
+    come out sorted by (user, item).
+
+    A log with no repeated pair (the common case, checked in one hashing pass) is only
+    sorted: every rule keeps such a row as it is.
     """
     if how not in ("last", "sum", "max", "first"):
         raise ConfigError(f"unknown dedup {how!r}; valid: last, first, sum, max")
     keys = ["user_id", "item_id"]
+    # A lone null weight sums to 0; every other single value aggregates to itself.
+    if not (how == "sum" and df["weight"].null_count()) and not has_repeated_pairs(df):
+        return _sorted_by_pair(df)
     ordered = df.with_row_index("_row").sort([*keys, "timestamp", "_row"], nulls_last=False)
     weight = {
         "last": pl.col("weight").last(),
@@ -216,6 +224,46 @@ def deduplicate(
         .agg(weight, pl.col("timestamp").max(), pl.col("event_type").last())
         .select(df.columns)
     )
+
+
+def has_repeated_pairs(df: pl.DataFrame) -> bool:
+    """Whether any (user, item) pair occurs on more than one row.
+
+    Rows in strict (user, item) order (what `deduplicate` returns) have none; otherwise one
+    pass hashes the pairs: equal pairs hash alike, so distinct hashes settle it, and only
+    rows whose hash repeats are compared exactly (a hash collision is not a repeat).
+    """
+    if df.height < 2 or _in_pair_order(df):
+        return False
+    pairs = df.select("user_id", "item_id")
+    hashes = pairs.hash_rows(seed=0)
+    if hashes.n_unique() == df.height:
+        return False
+    return bool(pairs.filter(hashes.is_duplicated()).is_duplicated().any())
+
+
+def _in_pair_order(df: pl.DataFrame) -> bool:
+    """Whether every row's (user, item) is greater than the row before's (so none repeats)."""
+    user, item = pl.col("user_id"), pl.col("item_id")
+    before_user = user.shift(1)
+    later = (user > before_user) | ((user == before_user) & (item > item.shift(1)))
+    # A log in time order fails within its first rows: look there before scanning it all.
+    return all(bool(part.select(later.slice(1).all()).item()) for part in (df.head(1024), df))
+
+
+def _sorted_by_pair(df: pl.DataFrame) -> pl.DataFrame:
+    """``df`` ordered by (user, item), which must be distinct: unchanged when it already is."""
+    if _in_pair_order(df):
+        return df
+    users, items = df["user_id"], df["item_id"]
+    if users.dtype == pl.Int64 and items.dtype == pl.Int64:
+        u_min, i_min = int(users.min()), int(items.min())  # type: ignore[arg-type]
+        span = int(items.max()) - i_min + 1  # type: ignore[arg-type]
+        if (int(users.max()) - u_min + 1) * span < 2**63:  # type: ignore[arg-type]
+            # One int64 key in (user, item) order: much cheaper to sort by than two columns.
+            key = (pl.col("user_id") - u_min) * span + (pl.col("item_id") - i_min)
+            return df.sort(key)
+    return df.sort(["user_id", "item_id"])
 
 
 def kcore_filter(

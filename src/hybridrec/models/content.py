@@ -521,7 +521,12 @@ def _with_catalog_vocab(data: InteractionData) -> InteractionData:
         return data
     cols = vocab.index(data.items.ids)
     n = len(vocab)
-    timestamps = None if data.timestamps is None else _remap_columns(data.timestamps, cols, n)
+
+    def timestamps() -> sp.csr_matrix | None:
+        # Deferred like the input's: reading it would build a matrix nothing may read.
+        ts = data.timestamps
+        return None if ts is None else _remap_columns(ts, cols, n)
+
     return InteractionData(
         matrix=_remap_columns(data.matrix, cols, n),
         users=data.users,

@@ -51,6 +51,7 @@ from hybridrec.data.transform import (
     WARN_DROPPED_USERS,
     Conversion,
     apply_conversion,
+    has_repeated_pairs,
     kcore_filter,
     resolve_conversion,
 )
@@ -214,11 +215,13 @@ def prepare_data(
     df, used = preprocess(
         raw.interactions, cfg, conversion=conversion, training=training, defaults=defaults
     )
+    users_in = raw.interactions["user_id"].n_unique()
     dropped = {
         "rows_in": raw.interactions.height,
         "rows_out": df.height,
-        "users_in": raw.interactions["user_id"].n_unique(),
-        "users_out": df["user_id"].n_unique(),
+        "users_in": users_in,
+        # Every step only drops or merges rows: as many rows out as in means every user stays.
+        "users_out": users_in if df.height == raw.interactions.height else df["user_id"].n_unique(),
     }
     return PreparedData(raw.name, df, raw.items, raw.users, used, dropped)
 
@@ -580,7 +583,11 @@ def _fit_hint(model: str, shape: DataShape, budget: int) -> str:
 
 def data_shape(df: pl.DataFrame, items: pl.DataFrame | None) -> DataShape:
     """The sizes model costs depend on, from an interactions table and the catalog."""
-    pairs = df.select(pl.struct("user_id", "item_id").n_unique()).item()
+    pairs = (
+        df.select(pl.struct("user_id", "item_id").n_unique()).item()
+        if has_repeated_pairs(df)
+        else df.height
+    )
     n_items = df["item_id"].n_unique()
     return DataShape(
         users=df["user_id"].n_unique(),
