@@ -9,16 +9,17 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import numpy as np
-import polars as pl
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from hybridrec.errors import DataError, HybridrecError, UnknownIdError
+
+if TYPE_CHECKING:
+    import polars as pl
 
 __all__ = ["app"]
 
@@ -500,6 +501,8 @@ def recommend(
     k = _clamp_k(k, rec, pipeline.items)
     history: dict[Any, list[Any]] = {}
     if user:
+        import numpy as np
+
         ids: list[Any] = list(rec._fitted()[0].coerce(np.asarray(user)).tolist())
     elif users_file is not None:
         ids, history = _read_users(users_file)
@@ -600,6 +603,8 @@ def _clamp_k(k: int, model: Any, items: pl.DataFrame | None) -> int:
 
 def _print_ranked(frame: pl.DataFrame, items: pl.DataFrame | None, key: str) -> None:
     if items is not None and "title" in items.columns:
+        import polars as pl
+
         titles = items.select(pl.col("item_id").cast(frame["item_id"].dtype), "title")
         frame = frame.join(titles, on="item_id", how="left", maintain_order="left")
     if sys.stdout.isatty():
@@ -628,7 +633,7 @@ def similar(
     pipeline = load_pipeline(model_dir, version)
     rec = pipeline.model(model)
     k = _clamp_k(k, rec, pipeline.items)
-    result = rec.similar_items(np.asarray(item), k)
+    result = rec.similar_items(item, k)
     frame = result.to_frame("query_item_id")
     _print_ranked(frame, pipeline.items, "query_item_id")
 

@@ -16,11 +16,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import polars as pl
-import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from hybridrec.bundle.format import (
@@ -36,6 +34,10 @@ from hybridrec.bundle.safety import check_signature
 from hybridrec.data.vocab import Vocab
 from hybridrec.errors import ConfigError, DataError, HybridrecError, IntegrityError
 from hybridrec.models.base import History, ItemFilter, Recommendations, Recommender
+
+if TYPE_CHECKING:
+    import polars as pl
+    import scipy.sparse as sp
 
 __all__ = ["Bundle", "BundleOptions", "TopN", "part_of", "write_bundle"]
 
@@ -507,6 +509,8 @@ class Bundle:
     def items(self) -> pl.DataFrame | None:
         """The item catalog saved with the version, if any."""
         if self._items is None and (self.path / ITEMS_FILE).is_file():
+            import polars as pl
+
             self._items = pl.read_parquet(self.path / ITEMS_FILE)
         return self._items
 

@@ -23,7 +23,6 @@ from typing import Any
 
 import joblib
 import numpy as np
-import scipy.sparse as sp
 
 from hybridrec.errors import ConfigError, IntegrityError
 
@@ -95,6 +94,8 @@ def cast_float64(obj: Any) -> Any:
 
     Walks dicts, lists and tuples; other objects are kept as they are.
     """
+    import scipy.sparse as sp
+
     if isinstance(obj, np.ndarray) and obj.dtype == np.float64:
         return obj.astype(np.float32)
     if sp.issparse(obj) and obj.dtype == np.float64:

@@ -1,13 +1,35 @@
-"""Recommenders: one `Recommender` contract, a registry of short names, the built-ins."""
+"""Recommenders: one `Recommender` contract, a registry of short names, the built-ins.
 
-from hybridrec.models.als import ALS, ALSConfig
-from hybridrec.models.base import ItemFilter, ModelConfig, Recommendations, Recommender
-from hybridrec.models.content import ContentConfig, ContentRecommender
-from hybridrec.models.ease import EASE, EASEConfig
-from hybridrec.models.hybrid import Hybrid, HybridConfig, Router, RouterConfig
-from hybridrec.models.itemknn import ItemKNN, ItemKNNConfig
-from hybridrec.models.popularity import Popularity, PopularityConfig
-from hybridrec.models.registry import create_model, get_model_class, model_names, register
+Names are imported on first use (`hybridrec.lazy`): ``from hybridrec.models import ALS``
+imports the ALS module only, and loading a bundle imports the models it holds.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hybridrec.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from hybridrec.models.als import ALS, ALSConfig
+    from hybridrec.models.base import ItemFilter, ModelConfig, Recommendations, Recommender
+    from hybridrec.models.content import ContentConfig, ContentRecommender
+    from hybridrec.models.ease import EASE, EASEConfig
+    from hybridrec.models.hybrid import Hybrid, HybridConfig, Router, RouterConfig
+    from hybridrec.models.itemknn import ItemKNN, ItemKNNConfig
+    from hybridrec.models.popularity import Popularity, PopularityConfig
+    from hybridrec.models.registry import create_model, get_model_class, model_names, register
+
+_MODULES = {
+    "hybridrec.models.als": ("ALS", "ALSConfig"),
+    "hybridrec.models.base": ("ItemFilter", "ModelConfig", "Recommendations", "Recommender"),
+    "hybridrec.models.content": ("ContentConfig", "ContentRecommender"),
+    "hybridrec.models.ease": ("EASE", "EASEConfig"),
+    "hybridrec.models.hybrid": ("Hybrid", "HybridConfig", "Router", "RouterConfig"),
+    "hybridrec.models.itemknn": ("ItemKNN", "ItemKNNConfig"),
+    "hybridrec.models.popularity": ("Popularity", "PopularityConfig"),
+    "hybridrec.models.registry": ("create_model", "get_model_class", "model_names", "register"),
+}
 
 __all__ = [
     "ALS",
@@ -33,3 +55,5 @@ __all__ = [
     "model_names",
     "register",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _MODULES)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,9 @@ from hybridrec.models.registry import register
 __all__ = ["ALS", "ALSConfig", "cuda_available"]
 
 log = logging.getLogger(__name__)
+
+# Guards rebuilding a loaded model's solver (requests fold users in from several threads).
+_SOLVER_LOCK = threading.Lock()
 
 
 class ALSConfig(ModelConfig):
@@ -90,6 +94,18 @@ class ALS(Recommender):
         c = self.config
         return Weighter(c.weighting, bm25_k1=c.bm25_k1, bm25_b=c.bm25_b)
 
+    def _solver_params(self) -> dict[str, Any]:
+        """The config as implicit's `AlternatingLeastSquares` arguments (all but use_gpu)."""
+        c = self.config
+        return {
+            "factors": c.factors,
+            "regularization": c.regularization,
+            "alpha": c.alpha,
+            "iterations": c.iterations,
+            "random_state": c.random_state,
+            "num_threads": c.num_threads,
+        }
+
     def _fit(self, data: InteractionData) -> None:
         from implicit.als import AlternatingLeastSquares
         from implicit.recommender_base import ModelFitError
@@ -106,15 +122,7 @@ class ALS(Recommender):
         # implicit's own threads do the work; a threaded BLAS underneath only contends (and
         # implicit warns about it when the model is built).
         with threadpool_limits(1, "blas"):
-            model = AlternatingLeastSquares(
-                factors=c.factors,
-                regularization=c.regularization,
-                alpha=c.alpha,
-                iterations=c.iterations,
-                use_gpu=use_gpu,
-                random_state=c.random_state,
-                num_threads=c.num_threads,
-            )
+            model = AlternatingLeastSquares(use_gpu=use_gpu, **self._solver_params())
             try:
                 model.fit(x, show_progress=False)
             except ModelFitError as exc:
@@ -135,8 +143,32 @@ class ALS(Recommender):
         """Solve user factors for history rows (n × items) against the item factors."""
         x = self.weighter_.transform(history)
         with threadpool_limits(1, "blas"):
-            factors = self.model_.recalculate_user(np.arange(x.shape[0]), x)
+            factors = self._solver().recalculate_user(np.arange(x.shape[0]), x)
         return np.asarray(factors, dtype=np.float32)
+
+    def _solver(self) -> Any:
+        """The implicit model: the fitted one, or after loading a CPU one built on first use.
+
+        A loaded model answers its known users from the saved factors alone, so implicit is
+        imported only when a user is folded in.
+        """
+        if self.model_ is None:
+            with _SOLVER_LOCK:
+                if self.model_ is None:
+                    self.model_ = self._cpu_solver()
+        return self.model_
+
+    def _cpu_solver(self) -> Any:
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(**self._solver_params())
+        # Fold-in only needs the item side. implicit's solver wants writable float32
+        # buffers, and the saved factors may be read-only memory maps (or float64 imports):
+        # a private copy of the (small) item factors, never of the user factors.
+        model.user_factors = self.user_factors_
+        model.item_factors = np.array(self.item_factors_, dtype=np.float32, copy=True)
+        return model
 
     def _score(
         self, users: NDArray[np.int64], history: sp.csr_matrix, fold_in: NDArray[np.bool_]
@@ -164,26 +196,9 @@ class ALS(Recommender):
         }
 
     def _set_state(self, state: dict[str, Any]) -> None:
-        from implicit.cpu.als import AlternatingLeastSquares
-
-        c = self.config
         self.user_factors_ = state["user_factors"]
         self.item_factors_ = state["item_factors"]
         self.weighter_ = state["weighter"]
         self.trained_on_gpu_ = state["trained_on_gpu"]
-        # Rebuild the CPU solver around the saved factors, for fold-in.
-        with threadpool_limits(1, "blas"):
-            model = AlternatingLeastSquares(
-                factors=c.factors,
-                regularization=c.regularization,
-                alpha=c.alpha,
-                iterations=c.iterations,
-                random_state=c.random_state,
-                num_threads=c.num_threads,
-            )
-        # Fold-in only needs the item side. implicit's solver wants writable float32
-        # buffers, and the saved factors may be read-only memory maps (or float64 imports):
-        # a private copy of the (small) item factors, never of the user factors.
-        model.user_factors = self.user_factors_
-        model.item_factors = np.array(self.item_factors_, dtype=np.float32, copy=True)
-        self.model_ = model
+        # implicit's solver, for fold-in, is rebuilt around these factors on first use.
+        self.model_ = None

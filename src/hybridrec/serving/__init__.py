@@ -6,17 +6,15 @@ command from this package, and only ``serve`` needs the bundle and model machine
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from hybridrec.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from hybridrec.serving.service import ModelService, ReloadResult
 
 __all__ = ["ModelService", "ReloadResult"]
 
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from hybridrec.serving import service
-
-        return getattr(service, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(
+    __name__, {"hybridrec.serving.service": ("ModelService", "ReloadResult")}
+)
