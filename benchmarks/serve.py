@@ -15,7 +15,9 @@ machine), and for each strategy (every one by default, reasons on):
 Then each strategy's saturation throughput is printed as a ratio of ``/health``'s, measured
 at saturation right before that strategy (the machine's speed drifts over minutes), and
 ``/health`` and ``POST /events`` are probed at a slow fixed rate while ``hybrid`` requests
-saturate the server (their p99 shows whether recommendations block the event loop).
+saturate the server (their p99 shows whether recommendations block the event loop); the
+probes run in a process of their own, so that their latency is the server's, not the time
+they would wait behind the saturating connections in the client's event loop.
 
 The generator is a minimal HTTP/1.1 keep-alive client on asyncio (uvloop when installed),
 so that on a small machine it takes as little CPU from the server as possible.
@@ -275,19 +277,74 @@ async def probe(
     return out
 
 
-async def under_load(
-    host: str, port: int, strategy: str, users: list[int], args: argparse.Namespace
-) -> list[Result]:
-    """``/health`` and ``POST /events`` probed while ``strategy`` saturates the server."""
+PROBES = (("/health", None, 20.0), ("/health/ready", None, 10.0), ("/events", "event", 10.0))
+
+
+async def run_probes(host: str, port: int, seconds: float) -> list[Result]:
+    """``/health``, ``/health/ready`` and ``POST /events`` at slow fixed rates, together."""
     event = json.dumps({"user_id": "bench-probe", "item_id": 1, "event_type": "view"}).encode()
     return list(
         await asyncio.gather(
-            saturate(host, port, strategy, users, args.sat_seconds, args),
-            probe(host, port, "/health", None, 20.0, args.sat_seconds - 1),
-            probe(host, port, "/health/ready", None, 10.0, args.sat_seconds - 1),
-            probe(host, port, "/events", event, 10.0, args.sat_seconds - 1),
+            *(
+                probe(host, port, path, event if body else None, rate, seconds)
+                for path, body, rate in PROBES
+            )
         )
     )
+
+
+async def under_load(
+    host: str, port: int, strategy: str, users: list[int], args: argparse.Namespace
+) -> list[Result]:
+    """``/health`` and ``POST /events`` probed while ``strategy`` saturates the server.
+
+    The probes run in a process of their own, as a liveness probe or an event producer
+    would: sharing the saturating client's event loop, their latency would include the time
+    they wait behind its connections in this process, not only in the server.
+    """
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--probe-port",
+            str(port),
+            "--sat-seconds",
+            str(args.sat_seconds),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        load = await saturate(host, port, strategy, users, args.sat_seconds, args)
+        stdout, _ = await asyncio.to_thread(child.communicate, timeout=args.sat_seconds + 60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    if child.returncode != 0:
+        raise SystemExit(f"the probe process failed (exit {child.returncode})")
+    probes = []
+    for row in json.loads(stdout):
+        res = Result(row["path"], "probe", row["rate"], row["seconds"], row["latencies"])
+        for kind in row["errors"]:
+            res.error(kind)
+        probes.append(res)
+    return [load, *probes]
+
+
+def probe_main(port: int, seconds: float) -> None:
+    """The probe process: `run_probes` while the parent saturates; JSON on stdout."""
+    time.sleep(0.5)  # let the saturating connections start first
+    results = asyncio.run(run_probes("127.0.0.1", port, seconds - 1.5))
+    rows = [
+        {
+            "path": r.strategy,
+            "rate": r.target,
+            "seconds": r.seconds,
+            "latencies": r.latencies,
+            "errors": [k for k, n in r.error_kinds.items() for _ in range(n)],
+        }
+        for r in results
+    ]
+    sys.stdout.write(json.dumps(rows))
 
 
 # ---- set-up ----------------------------------------------------------------------------------
@@ -389,11 +446,15 @@ def main() -> None:
         "--warmup", type=float, default=2.0, help="Seconds of warm-up per strategy."
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--probe-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     with contextlib.suppress(ImportError):
         import uvloop
 
         uvloop.install()
+    if args.probe_port is not None:
+        probe_main(args.probe_port, args.sat_seconds)
+        return
 
     with tempfile.TemporaryDirectory(prefix="hybridrec-bench-serve-") as tmp:
         model_dir = args.model_dir
