@@ -413,3 +413,35 @@ def test_precomputed_candidates_respect_the_size_bound(
     assert isinstance(hybrid, Hybrid)
     assert not hybrid.precompute_candidates(max_bytes=100)
     assert hybrid.stored_ == {}
+
+
+def test_ease_reasons_when_ease_models_part_of_the_catalog(
+    models: dict[str, Recommender], data: InteractionData
+) -> None:
+    # EASE over its most popular items only: reasons read B through its own positions
+    # (an item it does not model is no evidence), one user at a time and in a batch.
+    from hybridrec.models.ease import EASE
+    from hybridrec.models.explain import answer_batch
+
+    keep = len(data.items) // 2
+    ease = create_model("ease", {"regularization": 10.0, "max_items": keep}).fit(data)
+    assert isinstance(ease, EASE) and ease.modeled_items == keep
+    only = {"ease": ease, "popularity": models["popularity"]}
+    users = data.users.ids[:20].tolist()
+    modeled = set(data.items.lookup(ease.columns_).tolist())
+    got = answer(only.get, users, 10, first="ease", items_table=data.items_table)
+    frame = answer_batch(only.get, users, 10, model="ease", items_table=data.items_table).frame
+    cited = 0
+    for a in got:
+        for item, why in zip(a.items, a.reasons, strict=True):
+            for r in why:
+                if r.evidence.get("by") == "ease":
+                    cited += 1
+                    assert r.evidence["item_id"] in modeled and item in modeled
+                    b = ease.weight_cells(
+                        data.items.index([r.evidence["item_id"]]), data.items.index([item])
+                    )
+                    assert r.evidence["similarity"] == pytest.approx(float(b[0]), abs=1e-4)
+    assert cited > 0
+    assert frame.height == 200
+    assert frame.filter(pl.col("reason").str.starts_with("because you liked")).height > 0

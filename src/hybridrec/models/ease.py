@@ -129,6 +129,24 @@ class EASE(Recommender):
             out[np.ix_(np.flatnonzero(modeled), cols)] = b[p] + b[:, p].T
         return out
 
+    def weight_cells(self, rows: NDArray[np.int64], cols: NDArray[np.int64]) -> NDArray[Any]:
+        """B at item index pairs (``rows`` and ``cols`` broadcast, as in ``B[rows, cols]``).
+
+        Items are the model's item indices; a pair with an item EASE does not model
+        (``max_items``, or nobody interacted with it) is 0: no evidence.
+        """
+        rows, cols = np.broadcast_arrays(np.asarray(rows), np.asarray(cols))
+        modeled = self.columns_
+        if modeled is None:
+            return np.asarray(self.weights_[rows, cols])
+        last = max(modeled.size - 1, 0)
+        r = np.minimum(np.searchsorted(modeled, rows), last)
+        c = np.minimum(np.searchsorted(modeled, cols), last)
+        ok = (modeled[r] == rows) & (modeled[c] == cols)
+        out = np.zeros(rows.shape, dtype=self.weights_.dtype)
+        out[ok] = self.weights_[r[ok], c[ok]]
+        return out
+
     @property
     def modeled_items(self) -> int:
         """How many items EASE scores (``max_items`` most popular on a large catalog)."""

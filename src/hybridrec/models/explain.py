@@ -524,7 +524,7 @@ def _similarity_rows(model: Recommender, kind: str, hist: list[Any], recs: list[
         block = sim[hi][:, ri]
         block = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
     elif kind == "ease":
-        block = np.asarray(model.weights_[np.ix_(hi, ri)])  # type: ignore[attr-defined]
+        block = model.weight_cells(hi[:, None], ri[None, :])  # type: ignore[attr-defined]
     else:
         unit = _unit_vectors(model, kind)
         block = unit[hi] @ unit[ri].T
@@ -913,7 +913,7 @@ def _pair_similarity(
             sim = model.similarity_  # type: ignore[attr-defined]
             block = np.asarray(sim[hs, rs]).ravel()
         elif kind == "ease":
-            block = np.asarray(model.weights_[hs, rs])  # type: ignore[attr-defined]
+            block = model.weight_cells(hs, rs)  # type: ignore[attr-defined]
         else:
             unit = _unit_rows(kind, model)
             block = np.einsum("ij,ij->i", unit[hs], unit[rs])
