@@ -445,3 +445,17 @@ def test_ease_reasons_when_ease_models_part_of_the_catalog(
     assert cited > 0
     assert frame.height == 200
     assert frame.filter(pl.col("reason").str.starts_with("because you liked")).height > 0
+
+
+def test_stored_candidates_go_when_the_hybrid_is_refit_or_reattached(
+    models: dict[str, Recommender], data: InteractionData
+) -> None:
+    hybrid = create_model("hybrid", {"components": {"als": 0.5, "ease": 0.5}}).attach(models)
+    hybrid.fit(data)
+    assert isinstance(hybrid, Hybrid)
+    assert hybrid.precompute_candidates()
+    hybrid.fit(data)
+    assert hybrid.stored_ == {}
+    assert hybrid.precompute_candidates()
+    hybrid.attach(models)
+    assert hybrid.stored_ == {}

@@ -339,6 +339,15 @@ class Hybrid(ComposedRecommender):
         #: Known users' candidate unions and normalized parts (`precompute_candidates`).
         self.stored_: dict[str, Any] = {}
 
+    def attach(self, models: Mapping[str, Recommender]) -> ComposedRecommender:
+        """As `ComposedRecommender.attach`; stored candidates of other components go."""
+        self.stored_ = {}
+        return super().attach(models)
+
+    def _fit(self, data: InteractionData) -> None:
+        self.stored_ = {}  # computed from the previous fit's data: no longer true
+        super()._fit(data)
+
     def component_names(self) -> list[str]:
         """The weighted components."""
         return list(self.config.components)
