@@ -90,6 +90,30 @@ def test_tfidf_svd_reduces_and_state_round_trips():
     np.testing.assert_array_equal(again, x)
 
 
+def test_tfidf_fit_cached_reuses_a_fit_of_the_same_texts_and_settings(monkeypatch):
+    texts = [f"{w} {w}{i} common{i % 3}" for i, w in enumerate(string.ascii_lowercase)]
+    fits: list[int] = []
+    real_fit = TfidfTextEncoder.fit
+
+    def counted(self: TfidfTextEncoder, batch: list[str]) -> TfidfTextEncoder:
+        fits.append(len(batch))
+        return real_fit(self, batch)
+
+    monkeypatch.setattr(TfidfTextEncoder, "fit", counted)
+    first = TfidfTextEncoder(dim=8, stop_words=None).fit_cached(texts)
+    second = TfidfTextEncoder(dim=8, stop_words=None).fit_cached(texts)
+    assert fits == [26]  # the second one reused the first fit
+    assert second.components_ is first.components_
+    np.testing.assert_array_equal(
+        second.encode(texts),
+        real_fit(TfidfTextEncoder(dim=8, stop_words=None), texts).encode(texts),
+    )
+    assert first.idf_ is not None and not first.idf_.flags.writeable  # shared: read-only
+    TfidfTextEncoder(dim=4, stop_words=None).fit_cached(texts)  # other settings
+    TfidfTextEncoder(dim=8, stop_words=None).fit_cached([*texts[:-1], "zeta"])  # other texts
+    assert fits == [26, 26, 26]
+
+
 def test_tfidf_errors():
     with pytest.raises(ConfigError, match="not fitted"):
         TfidfTextEncoder().encode(["x"])

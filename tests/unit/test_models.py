@@ -52,6 +52,15 @@ def tiny_matrix() -> np.ndarray:
     return x
 
 
+@pytest.fixture(scope="module")
+def wide_matrix() -> np.ndarray:
+    """Fewer users than half the items: EASE inverts through the users (Woodbury)."""
+    rng = np.random.default_rng(4)
+    x = (rng.random((6, 15)) < 0.4).astype(np.float64) * rng.integers(1, 4, size=(6, 15))
+    x[np.arange(15) % 6, np.arange(15)] = 1.0  # every item has an interaction
+    return x
+
+
 def naive_ease(x: np.ndarray, lam: float) -> np.ndarray:
     p = np.linalg.inv(x.T @ x + lam * np.eye(x.shape[1]))
     b = np.eye(x.shape[1]) - p @ np.diag(1.0 / np.diag(p))
@@ -59,19 +68,26 @@ def naive_ease(x: np.ndarray, lam: float) -> np.ndarray:
     return b
 
 
+@pytest.mark.parametrize("shape", ["tall", "wide"])
 @pytest.mark.parametrize("lam", [0.5, 10.0])
-def test_ease_weights_match_closed_form(tiny_matrix, lam):
-    data = InteractionData.from_frame(matrix_frame(tiny_matrix))
+def test_ease_weights_match_closed_form(tiny_matrix, wide_matrix, shape, lam):
+    # Tall: Cholesky on the items x items Gram matrix; wide: through the users (Woodbury).
+    x = tiny_matrix if shape == "tall" else wide_matrix
+    assert (2 * x.shape[0] <= x.shape[1]) == (shape == "wide")
+    data = InteractionData.from_frame(matrix_frame(x))
     model = EASE(regularization=lam, dtype="float64").fit(data)
-    want = naive_ease(tiny_matrix, lam)
+    want = naive_ease(x, lam)
     np.testing.assert_allclose(model.weights_, want, rtol=1e-5, atol=1e-7)
     assert np.all(np.diag(model.weights_) == 0.0)
 
 
-def test_ease_float32_close_to_closed_form(tiny_matrix):
-    data = InteractionData.from_frame(matrix_frame(tiny_matrix))
+@pytest.mark.parametrize("shape", ["tall", "wide"])
+def test_ease_float32_close_to_closed_form(tiny_matrix, wide_matrix, shape):
+    x = tiny_matrix if shape == "tall" else wide_matrix
+    data = InteractionData.from_frame(matrix_frame(x))
     model = EASE(regularization=2.0).fit(data)
-    np.testing.assert_allclose(model.weights_, naive_ease(tiny_matrix, 2.0), rtol=1e-3, atol=1e-4)
+    assert model.weights_.dtype == np.float32
+    np.testing.assert_allclose(model.weights_, naive_ease(x, 2.0), rtol=1e-3, atol=1e-4)
 
 
 def test_ease_scores_are_history_times_weights(tiny_matrix):

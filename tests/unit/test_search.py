@@ -205,3 +205,47 @@ def test_evaluate_pipeline_tunes_on_a_carve_out_when_valid_is_zero() -> None:
     _, chosen = evaluate_pipeline(cfg, split)
     assert chosen["itemknn"]["neighbors"] != 100  # searched, not the default
     assert 2 <= chosen["itemknn"]["neighbors"] <= 40
+
+
+def test_hybrid_tuning_reuses_the_best_trial_instead_of_fitting_it_again(monkeypatch) -> None:
+    # Refit on train + valid: the hybrid is tuned on its components fit on train, which is
+    # what each component's best search trial is. Every fit is counted, with its data size.
+    from hybridrec.models.itemknn import ItemKNN
+
+    df = planted_clusters(n_users=120, n_items=40, per_user=10, noise=0.2, seed=3)
+    split = random_split(df, valid=0.1, test=0.1, seed=0)
+    assert split.valid is not None
+    fits: list[int] = []
+    real_fit = ItemKNN._fit
+
+    def counted(self: ItemKNN, data: InteractionData) -> None:
+        fits.append(data.matrix.nnz)
+        real_fit(self, data)
+
+    monkeypatch.setattr(ItemKNN, "_fit", counted)
+    cfg = PipelineConfig.model_validate(
+        {
+            "tuning": {"trials": 3, "budget_s": 60},
+            "models": {
+                "itemknn": {"search": {"neighbors": {"low": 2, "high": 40}}},
+                "hybrid": {
+                    "components": {"itemknn": 0.5, "popularity": 0.5},
+                    "search": {"components": {"low": 0.0, "high": 1.0}},
+                    "search_trials": 3,
+                },
+            },
+        }
+    )
+    reports, _ = evaluate_pipeline(cfg, split)
+    train_nnz, all_nnz = split.train.height, split.train_valid().height
+    # Three trials on train, one refit on train + valid for the test table: no fourth fit
+    # on train with the chosen neighbours for the hybrid's search.
+    assert fits == [train_nnz] * 3 + [all_nnz]
+    # The same tables as fitting it again.
+    fits.clear()
+    monkeypatch.setattr("hybridrec.pipeline.train._tuned_on", lambda specs: set())
+    again, _ = evaluate_pipeline(cfg, split)
+    assert fits == [train_nnz] * 3 + [all_nnz, train_nnz]
+    assert [r.name for r in again] == [r.name for r in reports]
+    for got, want in zip(reports, again, strict=True):
+        assert got.metrics == pytest.approx(want.metrics, rel=1e-6), got.name

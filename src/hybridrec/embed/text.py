@@ -8,6 +8,7 @@ embedding cache does not already hold, so the TF-IDF path never imports torch.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -116,6 +117,11 @@ def item_texts(items: pl.DataFrame, fields: Sequence[str] | None = None) -> list
 # ---- TF-IDF ---------------------------------------------------------------------------------
 
 
+#: Fitted TF-IDF states by settings and texts (`TfidfTextEncoder.fit_cached`), newest last.
+_FITTED: collections.OrderedDict[bytes, dict[str, Any]] = collections.OrderedDict()
+_FITTED_KEPT = 4
+
+
 class TfidfTextEncoder:
     """TF-IDF over words (scikit-learn), optionally reduced by truncated SVD to ``dim``.
 
@@ -191,6 +197,42 @@ class TfidfTextEncoder:
             svd = TruncatedSVD(n_components=self.dim, random_state=self.seed)
             svd.fit(x)
             self.components_ = np.asarray(svd.components_, dtype=np.float32)
+        return self
+
+    def fit_cached(self, texts: Sequence[str]) -> Self:
+        """`fit`, unless an encoder with these settings was fitted on the same texts before.
+
+        A pipeline fits the content model several times on one catalog (the test table's
+        refit, the hybrid's tuning, the cold-start tables); the vocabulary, idf and SVD
+        basis depend on the texts and settings alone, so the last few fits in this process
+        are kept (read-only arrays, shared) and reused.
+        """
+        texts = list(texts)
+        h = hashlib.sha256(repr(sorted(self.get_state()["params"].items())).encode())
+        for text in texts:
+            h.update(text.encode("utf-8", "surrogatepass") + b"\0")
+        key = h.digest()
+        state = _FITTED.get(key)
+        if state is None:
+            self.fit(texts)
+            state = {
+                "vocabulary": self.vocabulary_,
+                "idf": self.idf_,
+                "components": self.components_,
+            }
+            for value in state.values():
+                if value is not None:
+                    value.flags.writeable = False
+            _FITTED[key] = state
+            while len(_FITTED) > _FITTED_KEPT:
+                _FITTED.popitem(last=False)
+        else:
+            _FITTED.move_to_end(key)
+        self.vocabulary_, self.idf_, self.components_ = (
+            state["vocabulary"],
+            state["idf"],
+            state["components"],
+        )
         return self
 
     def _weigh(self, counts: sp.csr_matrix) -> sp.csr_matrix:

@@ -167,7 +167,7 @@ class ContentRecommender(Recommender):
         text_enc: TfidfTextEncoder | SentenceTextEncoder
         texts = item_texts(table, c.text_fields)
         if c.encoder == "tfidf":
-            text_enc = self._tfidf().fit([t for t in texts if t])
+            text_enc = self._tfidf().fit_cached([t for t in texts if t])
             self.text_state_ = text_enc.get_state()
         self.centers_ = {}
         emb, ok_image = self._encode_rows(table, texts, fit=True)

@@ -60,13 +60,18 @@ class EASE(Recommender):
 
     @classmethod
     def footprint(cls, config: ModelConfig, shape: DataShape) -> Footprint:
-        """Gram matrix, its Cholesky factor and the inverse: three n × n arrays."""
+        """Gram matrix, its Cholesky factor and the inverse: three n × n arrays.
+
+        With at most half as many users as items (the Woodbury path), the users × items
+        history dense and the inverse instead, and users · items² work.
+        """
         assert isinstance(config, EASEConfig)
         n = float(min(shape.items, config.max_items))
         size = np.dtype(config.dtype).itemsize
+        work = (4 / 3) * n**3 if 2 * shape.users > n else 2 * shape.users * n**2
         return Footprint(
             bytes=3 * n * n * size + shape.nnz * 24,
-            seconds=(4 / 3) * n**3 / DENSE_FLOPS + shape.nnz * shape.mean_history / SPARSE_OPS,
+            seconds=work / DENSE_FLOPS + shape.nnz * shape.mean_history / SPARSE_OPS,
         )
 
     def _fit(self, data: InteractionData) -> None:
@@ -86,16 +91,10 @@ class EASE(Recommender):
         self.weighter_ = Weighter(self.config.weighting).fit(matrix)
         dtype = np.dtype(self.config.dtype)
         x = self.weighter_.transform(matrix).astype(dtype)
-        gram = (x.T @ x).toarray()
-        gram[np.diag_indices(n_items)] += self.config.regularization
-        # The Gram matrix plus λI is symmetric positive definite: Cholesky beats a general
-        # inverse, and solving against I is faster than LAPACK's potri in OpenBLAS. The
-        # O(items³) work takes every core (`batch_threads`), whatever OPENBLAS_NUM_THREADS
-        # says (1 in the Makefile, so that BLAS under implicit's threads does not contend).
-        with threadpool_limits(batch_threads(), "blas"):
-            factor = sl.cho_factor(gram, lower=False, overwrite_a=True, check_finite=False)
-            p = sl.cho_solve(factor, np.eye(n_items, dtype=dtype), check_finite=False)
-        del factor, gram
+        if 2 * x.shape[0] <= n_items:
+            p = _inverse_by_users(x, self.config.regularization)
+        else:
+            p = _inverse_by_items(x, self.config.regularization)
         p /= -np.diag(p)
         p[np.diag_indices(n_items)] = 0.0
         # LAPACK answers in column-major order; scoring reads rows (one per history item),
@@ -163,3 +162,46 @@ class EASE(Recommender):
         self.weights_ = weights
         self.weighter_ = state["weighter"]
         self.columns_ = state.get("columns")
+
+
+def _inverse_by_items(x: sp.csr_matrix, lam: float) -> NDArray[Any]:
+    """(XᵀX + λI)⁻¹ by Cholesky on the items × items Gram matrix: O(items³)."""
+    n = x.shape[1]
+    gram = (x.T @ x).toarray()
+    gram[np.diag_indices(n)] += lam
+    # The Gram matrix plus λI is symmetric positive definite: Cholesky beats a general
+    # inverse, and solving against I is faster than LAPACK's potri in OpenBLAS. The
+    # O(items³) work takes every core (`batch_threads`), whatever OPENBLAS_NUM_THREADS says
+    # (1 in the Makefile, so that BLAS under implicit's threads does not contend).
+    with threadpool_limits(batch_threads(), "blas"):
+        factor = sl.cho_factor(gram, lower=False, overwrite_a=True, check_finite=False)
+        del gram
+        return np.asarray(sl.cho_solve(factor, np.eye(n, dtype=x.dtype), check_finite=False))
+
+
+def _inverse_by_users(x: sp.csr_matrix, lam: float) -> NDArray[Any]:
+    """(XᵀX + λI)⁻¹ through the users × users matrix, for fewer users than items.
+
+    Woodbury: (XᵀX + λI)⁻¹ = (I − Xᵀ(XXᵀ + λI)⁻¹X) / λ, exact, in O(users³ + nnz · items)
+    instead of O(items³): latest-small's 610 users × 6,298 items take about a tenth of the
+    time. Taken for at most half as many users as items, where its memory (a users × items
+    dense) stays under the Cholesky path's. The users × users system is solved in float64,
+    so that the subtraction from I loses nothing the fitting precision keeps; its BLAS calls
+    are small, and one thread does them faster than several waking up.
+    """
+    n = x.shape[1]
+    x64 = sp.csr_matrix(x, dtype=np.float64)
+    kernel = (x64 @ x64.T).toarray()
+    kernel[np.diag_indices(kernel.shape[0])] += lam
+    with threadpool_limits(1, "blas"):
+        factor = sl.cho_factor(kernel, lower=False, overwrite_a=True, check_finite=False)
+        k_inv = sl.cho_solve(factor, np.eye(kernel.shape[0]), check_finite=False)
+    # Xᵀ as CSR: each row of the products accumulates in cache (scipy's CSC product
+    # scatters over the whole items × items result, twice as slow).
+    xt = sp.csr_matrix(x64.T)
+    right = np.ascontiguousarray((xt @ k_inv).T, dtype=x.dtype)  # (XXᵀ + λI)⁻¹X
+    p = np.asarray(xt.astype(x.dtype) @ right)  # the items × items part Woodbury subtracts
+    p *= -1.0
+    p[np.diag_indices(n)] += 1.0
+    p /= lam
+    return p

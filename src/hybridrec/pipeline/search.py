@@ -54,6 +54,9 @@ class SearchResult:
     score: float
     trials: list[tuple[dict[str, Any], float]] = field(default_factory=list)
     seconds: float = 0.0
+    #: The best trial's model, fitted on the search's training data (with ``keep_best``;
+    #: never for a composed model, whose trials share one instance).
+    model: Recommender | None = None
 
 
 def _is_int(klass: Any, key: str, rng: SearchRange) -> bool:
@@ -187,6 +190,7 @@ def search_model(
     progress: Progress | None = None,
     console: Console | None = None,
     label: str | None = None,
+    keep_best: bool = False,
 ) -> SearchResult:
     """Search ``space`` with TPE on the validation split; return the best params.
 
@@ -204,6 +208,9 @@ def search_model(
         progress: A rich progress display to add this search's bar to.
         console: Where the best trial is printed.
         label: Name shown in the progress bar and the summary (default: ``model``).
+        keep_best: Keep the best trial's fitted model (`SearchResult.model`), so that a
+            caller needing that model on the same data does not fit it again; two models are
+            then alive at once while searching.
     """
     import optuna
 
@@ -223,6 +230,7 @@ def search_model(
     weights_of = list(params.get("components", {})) if "components" in space else []
     seen: dict[str, float] = {}
     history: list[tuple[dict[str, Any], float]] = []
+    kept: list[tuple[float, Recommender]] = []
     task = progress.add_task(f"search {label}", total=trials) if progress else None
     start = time.perf_counter()
 
@@ -241,6 +249,9 @@ def search_model(
                 fitted = create_model(model, candidate)
                 fitted.fit(train)
                 score = evaluator.evaluate(fitted).metrics[target]
+                if keep_best and (not kept or score > kept[0][0]):
+                    kept[:] = [(score, fitted)]
+                del fitted
             seen[key] = score
         history.append((candidate, score))
         if progress is not None and task is not None:
@@ -259,6 +270,7 @@ def search_model(
         progress.remove_task(task)
     best_params, best_score = max(history, key=lambda t: t[1])
     seconds = time.perf_counter() - start
+    best_model = kept[0][1] if kept and kept[0][0] == best_score else None
     if console is not None:
         shown = {k: v for k, v in best_params.items() if k in space}
         console.print(
@@ -269,7 +281,7 @@ def search_model(
             highlight=False,
             soft_wrap=True,
         )
-    return SearchResult(best_params, best_score, history, seconds)
+    return SearchResult(best_params, best_score, history, seconds, best_model)
 
 
 def _fmt(value: Any) -> str:

@@ -330,13 +330,17 @@ def tune_model(
     components: dict[str, Recommender] | None = None,
     console: Console | None = None,
     label: str | None = None,
+    best_models: dict[str, Recommender] | None = None,
 ) -> tuple[dict[str, Any], list[tuple[dict[str, Any], float]]]:
     """Tune on the validation split; returns the best params and every trial.
 
     With a ``search`` space: Optuna TPE (`hybridrec.pipeline.search`), the ``grid`` lists
     joining the space as categorical choices, bounded by ``trials`` (default: the tuning
-    config's) and the tuning budget. Without one: every point of the ``grid``.
+    config's) and the tuning budget. Without one: every point of the ``grid``. Given
+    ``best_models``, the best trial's model (fitted on ``train``; not for a composed model)
+    is put there under ``label or model``, for a caller that needs it on ``train`` again.
     """
+    keep = best_models is not None and not issubclass(get_model_class(model), ComposedRecommender)
     if search:
         tuning = tuning or TuningConfig()
         space = {key: list(values) for key, values in grid.items()} | search
@@ -354,9 +358,13 @@ def tune_model(
             progress=progress,
             console=console,
             label=label,
+            keep_best=keep,
         )
+        if best_models is not None and result.model is not None:
+            best_models[label or model] = result.model
         return result.best, result.trials
     history: list[tuple[dict[str, Any], float]] = []
+    best_score = float("-inf")
     candidates = _grid(grid)
     task = progress.add_task(f"tune {model}", total=len(candidates)) if progress else None
     for candidate in candidates:
@@ -364,6 +372,9 @@ def tune_model(
         fitted, _ = fit_model(model, trial, train, components)
         score = evaluator.evaluate(fitted).metrics[target]
         history.append((trial, score))
+        if keep and best_models is not None and score > best_score:
+            best_score, best_models[label or model] = score, fitted
+        del fitted
         if progress is not None and task is not None:
             progress.advance(task)
     best = max(history, key=lambda t: t[1])[0]
@@ -423,11 +434,18 @@ def evaluate_pipeline(
     fitted: dict[str, Recommender] = {}
     on_train: dict[str, Recommender] = {}
 
+    # The models composed ones are tuned on, fit on train: a search's best trial is that
+    # model already (kept instead of fit again) when the test table refits on train + valid.
+    reused: dict[str, Recommender] = {}
+    keep_for = set() if fit_df is tune_split.train else _tuned_on(specs)
+
     def train_model(name: str) -> Recommender:
         """Model ``name`` with its chosen params fit on train only (for tuning hybrids)."""
         if name not in on_train:
             if fit_df is tune_split.train:
                 on_train[name] = fitted[name]
+            elif name in reused:
+                on_train[name] = reused.pop(name)
             else:
                 spec = specs.get(name)
                 kind = spec.model if spec else BASELINE
@@ -461,6 +479,7 @@ def evaluate_pipeline(
                     components={d: train_model(d) for d in deps if d in chosen} or None,
                     console=console,
                     label=name,
+                    best_models=reused if name in keep_for else None,
                 )
             if spec and spec.tune_weights and valid_eval is not None:
                 parts = {d: train_model(d) for d in _components(model_name, params) if d in chosen}
@@ -595,6 +614,19 @@ def data_shape(df: pl.DataFrame, items: pl.DataFrame | None) -> DataShape:
         nnz=int(pairs),
         catalog=max(n_items, items.height if items is not None else 0),
     )
+
+
+def _tuned_on(specs: dict[str, ModelSpec]) -> set[str]:
+    """Models a composed model is tuned on: its components; every model for route tuning."""
+    needed: set[str] = set()
+    for spec in specs.values():
+        if spec.tune_routes or (
+            spec.search and any(k in spec.search for k in ("cold", "warm", "hot"))
+        ):
+            return set(specs)
+        if spec.tune_weights or spec.search or spec.tune or spec.tune_routes:
+            needed.update(_components(spec.model, dict(spec.params)))
+    return needed
 
 
 def _components(kind: str, params: dict[str, Any]) -> list[str]:
