@@ -41,6 +41,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 from rich.console import Console
@@ -186,14 +187,14 @@ async def _one(pool: Pool, path: str, scheduled: float, out: Result) -> None:
 def _path(strategy: str, user: object, k: int) -> str:
     if strategy == "health":
         return "/health"
-    return f"/recommend/user/{user}?k={k}&strategy={strategy}"
+    return f"/recommend/user/{quote(str(user), safe='')}?k={k}&strategy={strategy}"
 
 
 async def fixed_rate(
     host: str,
     port: int,
     strategy: str,
-    users: list[int],
+    users: list[str],
     rate: float,
     seconds: float,
     args: argparse.Namespace,
@@ -222,7 +223,7 @@ async def fixed_rate(
 
 
 async def saturate(
-    host: str, port: int, strategy: str, users: list[int], seconds: float, args: argparse.Namespace
+    host: str, port: int, strategy: str, users: list[str], seconds: float, args: argparse.Namespace
 ) -> Result:
     out = Result(strategy, "saturation", None, seconds)
     rng = random.Random(args.seed + 1)
@@ -294,7 +295,7 @@ async def run_probes(host: str, port: int, seconds: float) -> list[Result]:
 
 
 async def under_load(
-    host: str, port: int, strategy: str, users: list[int], args: argparse.Namespace
+    host: str, port: int, strategy: str, users: list[str], args: argparse.Namespace
 ) -> list[Result]:
     """``/health`` and ``POST /events`` probed while ``strategy`` saturates the server.
 
@@ -373,12 +374,13 @@ def train(model_dir: Path) -> None:
     )
 
 
-def known_users(model_dir: Path) -> list[int]:
+def known_users(model_dir: Path) -> list[str]:
+    """The served version's users, as their ids appear in a URL (any id type)."""
     from hybridrec.bundle import open_bundle
 
     users = open_bundle(model_dir).model().users_
     assert users is not None
-    return [int(u) for u in users.to_list()]
+    return [str(u) for u in users.to_list()]
 
 
 def start_server(

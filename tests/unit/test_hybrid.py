@@ -104,10 +104,25 @@ def test_single_component_hybrid_ranks_like_it(
 def test_hybrid_uses_a_component_over_the_whole_catalog(
     models: dict[str, Recommender], data: InteractionData
 ) -> None:
-    # Content's vocabulary is the catalog; the hybrid's is the interacted items.
-    assert models["content"].items_ != models["hybrid"].items_ or True
-    recs = models["hybrid"].recommend(data.users.ids[:5], 5)
-    assert (recs.indices >= 0).all()
+    # Content's vocabulary is the whole catalog, here with items nobody interacted with; the
+    # hybrid's is the interacted items: content's scores are read through the item ids.
+    n = len(data.items)
+    extra = [int(data.items.ids.max()) + 1 + i for i in range(3)]
+    wide = dataclasses.replace(data, items_table=planted_catalog([*data.items.to_list(), *extra]))
+    content = create_model("content", {"show_progress": False, "cache": False}).fit(wide)
+    assert len(content._fitted()[1]) == n + 3
+    hybrid = create_model("hybrid", {"components": {"als": 0.0, "content": 1.0}})
+    hybrid.attach({**models, "content": content}).fit(data)
+    assert len(hybrid._fitted()[1]) == n
+    users = data.users.ids[:5]
+    got = hybrid.recommend(users, 5)
+    assert ((got.indices >= 0) & (got.indices < n)).all()
+    # Content alone, over the hybrid's items: content's own ranking less the extra items.
+    own = content.recommend(users, 5 + len(extra))
+    for row in range(len(users)):
+        ids, _ = got.row(row)
+        want = [i for i in own.row(row)[0].tolist() if i not in extra][:5]
+        assert set(ids.tolist()) == set(want)
 
 
 def test_tune_weights_finds_the_better_component(

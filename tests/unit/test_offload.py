@@ -110,3 +110,71 @@ def test_inline_answers_take_turns_with_the_loop(monkeypatch: pytest.MonkeyPatch
         return log
 
     assert anyio.run(main) == ["answer 0", "probe", "answer 1", "answer 2"]
+
+
+@pytest.mark.parametrize("kind", ["cheap", "costly", None])
+def test_prompt_work_runs_before_answers_start(monkeypatch: pytest.MonkeyPatch, kind) -> None:
+    # A database ping (`promptly`) and answers arrive together: no answer starts, on the
+    # loop (cheap) or on the pool (costly, no kind), until the ping's thread is done.
+    monkeypatch.setenv("HYBRIDREC_INLINE_MS", "50")
+    monkeypatch.setattr(routes, "HOLD_MAX_S", 1.0)  # longer than the ping
+    routes._COSTS["cheap"] = 0.001
+    routes._COSTS["costly"] = 1.0
+    log: list[str] = []
+
+    def ping() -> str:
+        log.append("ping start")
+        time.sleep(0.05)  # blocking I/O: the GIL is free meanwhile
+        log.append("ping end")
+        return threading.current_thread().name
+
+    def answer(i: int) -> None:
+        log.append(f"answer {i}")
+
+    async def main() -> str:
+        loop = threading.current_thread().name
+        where: list[str] = []
+
+        async def prompt() -> None:
+            where.append(await routes.promptly(ping))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(prompt)
+            for i in range(2):
+                tg.start_soon(lambda i=i: routes.offload(answer, i, kind=kind))
+        assert where and where[0] != loop  # the ping ran on a thread
+        return loop
+
+    anyio.run(main)
+    assert log[:2] == ["ping start", "ping end"]
+    assert sorted(log[2:]) == ["answer 0", "answer 1"]
+
+
+def test_a_stream_of_prompt_work_delays_answers_without_starving_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Pings back to back for 0.3 s: answers still run, each held back at most HOLD_MAX_S.
+    monkeypatch.setenv("HYBRIDREC_INLINE_MS", "50")
+    routes._COSTS["cheap"] = 0.001
+    done: list[float] = []
+
+    async def main() -> float:
+        end = time.perf_counter() + 0.3
+
+        async def pings() -> None:
+            while time.perf_counter() < end:
+                await routes.promptly(time.sleep, 0.002)
+
+        async def answers() -> None:
+            while time.perf_counter() < end:
+                await routes.offload(lambda: None, kind="cheap")
+                done.append(time.perf_counter())
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(pings)
+            tg.start_soon(answers)
+        return end
+
+    anyio.run(main)
+    assert len(done) >= 10  # ~1 per HOLD_MAX_S (5 ms) over 0.3 s; none without the bound

@@ -11,6 +11,7 @@ from pydantic import Field
 from hybridrec.serving import metrics
 from hybridrec.serving.deps import StateDep
 from hybridrec.serving.events import DatabaseUnavailableError, EventRow, FeedbackRow, now
+from hybridrec.serving.routes.recommend import promptly
 from hybridrec.serving.schemas import (
     DEFAULT_WEIGHTS,
     MAX_BATCH,
@@ -20,6 +21,7 @@ from hybridrec.serving.schemas import (
     FeedbackAccepted,
     FeedbackIn,
 )
+from hybridrec.serving.state import AppState
 
 __all__ = ["router"]
 
@@ -67,11 +69,15 @@ def _unavailable(exc: DatabaseUnavailableError) -> HTTPException:
     status_code=status.HTTP_201_CREATED,
     responses=_UNAVAILABLE,
 )
-def post_events(state: StateDep, body: EventsBody) -> EventsAccepted:
+async def post_events(state: StateDep, body: EventsBody) -> EventsAccepted:
     """Store interactions, committed before the answer, and apply them online.
 
     Each user's next recommendation folds them in and excludes the items.
     """
+    return await promptly(_store_events, state, body)
+
+
+def _store_events(state: AppState, body: EventIn | list[EventIn]) -> EventsAccepted:
     received = now()
     batch = body if isinstance(body, list) else [body]
     rows = [_row(ev, received) for ev in batch]
@@ -91,8 +97,12 @@ def post_events(state: StateDep, body: EventsBody) -> EventsAccepted:
     status_code=status.HTTP_201_CREATED,
     responses=_UNAVAILABLE,
 )
-def post_feedback(state: StateDep, body: FeedbackIn) -> FeedbackAccepted:
+async def post_feedback(state: StateDep, body: FeedbackIn) -> FeedbackAccepted:
     """Store a thumbs up (a ``like``) or down (a ``dislike``: never recommended again)."""
+    return await promptly(_store_feedback, state, body)
+
+
+def _store_feedback(state: AppState, body: FeedbackIn) -> FeedbackAccepted:
     received = now()
     ts = _seconds(body.timestamp, received)
     kind = EventType.like if body.value == "up" else EventType.dislike

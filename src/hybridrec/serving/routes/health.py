@@ -10,7 +10,9 @@ from fastapi.responses import JSONResponse
 
 from hybridrec.serving import metrics
 from hybridrec.serving.deps import StateDep
+from hybridrec.serving.routes.recommend import promptly
 from hybridrec.serving.schemas import HealthResponse, ReadyResponse
+from hybridrec.serving.state import AppState
 
 __all__ = ["router"]
 
@@ -18,8 +20,13 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health", response_model=HealthResponse)
-def health(state: StateDep) -> HealthResponse:
+async def health(state: StateDep) -> HealthResponse:
     """Status, the served version, counts, loaded parts, database state, uptime."""
+    # The database ping blocks: a thread, ahead of answers (`promptly`).
+    return await promptly(_health, state)
+
+
+def _health(state: AppState) -> HealthResponse:
     service = state.service
     bundle = service.bundle if service.ready else None
     users = items = None
@@ -52,8 +59,8 @@ def health(state: StateDep) -> HealthResponse:
     response_model=ReadyResponse,
     responses={503: {"model": ReadyResponse, "description": "No model loaded yet"}},
 )
-def ready(state: StateDep) -> Any:
-    """200 once a model is loaded, 503 before."""
+async def ready(state: StateDep) -> Any:
+    """200 once a model is loaded, 503 before (nothing that blocks: on the loop)."""
     service = state.service
     if not service.ready:
         return JSONResponse(ReadyResponse(ready=False, model_version=None).model_dump(), 503)

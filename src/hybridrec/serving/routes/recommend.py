@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import os
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -42,7 +43,7 @@ from hybridrec.serving.schemas import (
 )
 from hybridrec.serving.strategies import Answer, ScoredItem, recommend
 
-__all__ = ["json_response", "offload", "router"]
+__all__ = ["json_response", "offload", "promptly", "router"]
 
 router = APIRouter(tags=["recommend"])
 
@@ -88,7 +89,9 @@ async def offload(
     soon as its mean rises above it.
     """
     call = functools.partial(func, *args, **kwargs)
+    turns = _turns()
     if kind is None:
+        await turns.unheld()
         return await _on_pool(call)
     mean = _COSTS.get(kind)
     inline = mean is not None and mean < inline_below_s()
@@ -104,9 +107,26 @@ async def offload(
             _COSTS[kind] = spent if last is None else last + _COST_WEIGHT * (spent - last)
 
     if not inline:
+        await turns.unheld()
         return await _on_pool(timed)
-    async with _turns():
+    async with turns:
         return timed()
+
+
+async def promptly(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run short blocking ``func`` (a database ping or insert) on a thread, ahead of answers.
+
+    While it runs, no answer starts, on the loop or on the answer pool: the thread has the
+    GIL to itself instead of waiting up to a switch interval (5 ms) for it at each of its
+    steps behind an answer that holds it. An answer already running finishes first.
+    """
+    async with _turns().hold():
+        return await anyio.to_thread.run_sync(functools.partial(func, *args, **kwargs))
+
+
+#: The longest an answer waits for `promptly` work: a stream of it (events posted without
+#: pause) delays answers, never starves them.
+HOLD_MAX_S = 0.005
 
 
 class _Turns:
@@ -121,11 +141,39 @@ class _Turns:
         self.loop = loop
         self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self.busy = False
+        #: `promptly` work running now: no answer starts until it is done.
+        self.held = 0
+        self._free = asyncio.Event()
+        self._free.set()
+        self._overdue: asyncio.TimerHandle | None = None
+
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """No answer starts while inside (answers already running go on)."""
+        self.held += 1
+        self._free.clear()
+        try:
+            yield
+        finally:
+            self.held -= 1
+            if not self.held:
+                self._free.set()
+                if not self.busy:
+                    self.busy = True
+                    self._next()
+
+    async def unheld(self) -> None:
+        """Wait until no `hold` is active, or `HOLD_MAX_S`."""
+        if self.held:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._free.wait(), HOLD_MAX_S)
 
     async def __aenter__(self) -> None:
-        if self.busy:
+        if self.busy or self.held:
             turn = self.loop.create_future()
             self.waiting.append(turn)
+            if not self.busy and self._overdue is None:  # held: wait for it, up to a point
+                self._overdue = self.loop.call_later(HOLD_MAX_S, self._force)
             try:
                 await turn
             except BaseException:
@@ -141,6 +189,24 @@ class _Turns:
         self.loop.call_soon(self._next)
 
     def _next(self) -> None:
+        if self.held and self.waiting:
+            # The hold's end gives the next turn, or `HOLD_MAX_S` from now, whichever first.
+            self.busy = False
+            if self._overdue is None:
+                self._overdue = self.loop.call_later(HOLD_MAX_S, self._force)
+            return
+        self._give()
+
+    def _force(self) -> None:
+        self._overdue = None
+        if not self.busy:
+            self.busy = True
+            self._give()
+
+    def _give(self) -> None:
+        if self._overdue is not None:
+            self._overdue.cancel()
+            self._overdue = None
         while self.waiting:
             turn = self.waiting.popleft()
             if not turn.done():
