@@ -42,6 +42,7 @@ MODEL_PARAMS: dict[str, dict[str, Any]] = {
     "ease": {"regularization": 10.0},
     "popularity": {},
     "content": {"show_progress": False},
+    "two_tower": {"epochs": 15, "min_epochs": 15, "tower_dims": [64], "show_progress": False},
     "hybrid": {
         "components": {"als": 0.5, "itemknn": 0.5},
         "params": {"als": {"factors": 16, "iterations": 15, "use_gpu": False, "random_state": 0}},

@@ -58,6 +58,8 @@ class InteractionData:
         items_table: The item catalog (canonical items table) when one was loaded.
         events: The interactions table the matrix was built from, event by event, for
             models that need what the cell sums lose (time windows over repeated events).
+        users_table: User attributes (``user_id`` plus attribute columns) when loaded; it
+            may hold users with no interaction (the two-tower model answers them).
     """
 
     matrix: sp.csr_matrix
@@ -66,6 +68,7 @@ class InteractionData:
     timestamps: _Deferred = _Deferred("timestamps")
     items_table: pl.DataFrame | None = None
     events: pl.DataFrame | None = None
+    users_table: pl.DataFrame | None = None
 
     @property
     def timestamps_built(self) -> bool:
@@ -80,6 +83,7 @@ class InteractionData:
         items_table: pl.DataFrame | None = None,
         users: Vocab | None = None,
         items: Vocab | None = None,
+        users_table: pl.DataFrame | None = None,
     ) -> InteractionData:
         """Build from a canonical interactions table (the timestamp matrix on first read).
 
@@ -88,6 +92,7 @@ class InteractionData:
             items_table: Optional catalog to keep alongside.
             users: Fixed user vocabulary (default: the users in ``df``).
             items: Fixed item vocabulary (default: the items in ``df``).
+            users_table: Optional user attributes to keep alongside.
         """
         if df.height == 0:
             raise DataError("no training interactions")
@@ -101,7 +106,7 @@ class InteractionData:
                 return None
             return interaction_matrix(df, users, items, column="timestamp", aggregate="max")
 
-        return cls(matrix, users, items, timestamps, items_table, df)
+        return cls(matrix, users, items, timestamps, items_table, df, users_table)
 
     @property
     def shape(self) -> tuple[int, int]:

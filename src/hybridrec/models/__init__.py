@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from hybridrec.models.itemknn import ItemKNN, ItemKNNConfig
     from hybridrec.models.popularity import Popularity, PopularityConfig
     from hybridrec.models.registry import create_model, get_model_class, model_names, register
+    from hybridrec.models.two_tower import TwoTower, TwoTowerConfig
 
 _MODULES = {
     "hybridrec.models.als": ("ALS", "ALSConfig"),
@@ -29,6 +30,7 @@ _MODULES = {
     "hybridrec.models.itemknn": ("ItemKNN", "ItemKNNConfig"),
     "hybridrec.models.popularity": ("Popularity", "PopularityConfig"),
     "hybridrec.models.registry": ("create_model", "get_model_class", "model_names", "register"),
+    "hybridrec.models.two_tower": ("TwoTower", "TwoTowerConfig"),
 }
 
 __all__ = [
@@ -50,6 +52,8 @@ __all__ = [
     "Recommender",
     "Router",
     "RouterConfig",
+    "TwoTower",
+    "TwoTowerConfig",
     "create_model",
     "get_model_class",
     "model_names",

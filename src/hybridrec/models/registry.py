@@ -23,6 +23,7 @@ _BUILTIN: dict[str, str] = {
     "itemknn": "hybridrec.models.itemknn:ItemKNN",
     "popularity": "hybridrec.models.popularity:Popularity",
     "router": "hybridrec.models.hybrid:Router",
+    "two_tower": "hybridrec.models.two_tower:TwoTower",
 }
 _REGISTRY: dict[str, type[Any]] = {}
 T = TypeVar("T", bound=type[Any])

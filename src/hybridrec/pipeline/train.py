@@ -789,7 +789,7 @@ def train_pipeline(
     else:
         # Nothing was evaluated: the first personalized model, not the baseline.
         default_model = next((n for n in names if n != BASELINE), names[0])
-    final = InteractionData.from_frame(final_df, items_table=items)
+    final = InteractionData.from_frame(final_df, items_table=items, users_table=prepared.users)
 
     options = bundle_options or bundle_options_from(cfg.bundle)
 

@@ -1,0 +1,1286 @@
+"""Two-tower neural retrieval (PyTorch): users and items as unit vectors, scored by dot product.
+
+The **item tower** reads an item's features — a text embedding of its catalog row (TF-IDF,
+or MiniLM sentence embeddings; optional), its categorical values (genres, categories: a
+mean of token embeddings), numeric columns (year, price) and its training popularity,
+standardized, and an optional item-id embedding — and maps them through an MLP to an
+L2-normalized vector. The **user tower** reads the pooled (mean, or attention) vectors of
+the user's most recent items, the user's attributes when the data has them (categorical
+and numeric, as for items) and an optional user-id embedding. Scores are cosine
+similarities; training divides them by a configured (or learned) temperature.
+
+Training is a sampled softmax over the batch's positives (in-batch negatives) with the
+logQ correction for their popularity, optionally mixed with uniformly sampled negatives;
+AdamW; early stopping on NDCG@10 (the project's metrics) of one held-out interaction per
+sampled user. Histories are cut at random during training (and ids dropped), so that the
+towers also learn to answer from few items, from attributes alone, and for new items from
+their features alone. Training is seeded (deterministic on CPU) and runs on CUDA when
+available.
+
+Inference needs no retraining: item vectors (and known users' vectors) are computed once
+after `fit`; a user unknown to the model, or with history added since, gets a vector from
+the user tower on request; `add_items` gives new catalog items vectors from their
+features; `add_users` makes users with attributes (and no history) answerable. Torch is
+imported only for that tower work: answering known users from a bundle never imports it.
+The weights are stored as a safetensors ``state_dict`` (never a pickled module), beside
+the feature vocabularies as plain arrays.
+
+Like the content model, the item vocabulary is the whole catalog plus the interacted
+items, so catalog items nobody interacted with are recommendable right after `fit`; the
+user vocabulary is the training users plus those of the user attributes table.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import cache
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+from numpy.typing import NDArray
+from pydantic import Field, field_validator
+
+from hybridrec.data.dataset import InteractionData
+from hybridrec.data.vocab import Vocab
+from hybridrec.embed.text import DEFAULT_SENTENCE_MODEL, item_texts
+from hybridrec.errors import DataError
+from hybridrec.evaluation.metrics import hits_matrix, ndcg_at_k
+from hybridrec.models.base import ModelConfig, Recommender, topk_rows
+from hybridrec.models.content import _check_id_kind, _remap_columns, _with_catalog_vocab
+from hybridrec.models.footprint import DENSE_FLOPS, DataShape, Footprint
+from hybridrec.models.registry import register
+
+__all__ = ["TwoTower", "TwoTowerConfig"]
+
+log = logging.getLogger(__name__)
+
+# Guards rebuilding a loaded model's network (requests fold users in from several threads).
+_NET_LOCK = threading.Lock()
+# Rows per forward pass when vectors are computed for every item or user.
+_CHUNK_ROWS = 4096
+# At most this many tokens (categorical values) per item or user row.
+_MAX_TOKENS = 32
+# A training row whose history is cut keeps 0 to this many items (the cold-user range).
+_COLD_MAX = 4
+_SEP = "\x1f"
+_MIN_STEPS = 16
+
+
+class TwoTowerConfig(ModelConfig):
+    """Hyperparameters of `TwoTower`."""
+
+    #: Width of each feature group's embedding (ids, categorical values, text, history).
+    embedding_dim: int = Field(default=64, gt=0)
+    #: Hidden layer widths of each tower's MLP.
+    tower_dims: tuple[int, ...] = (256,)
+    #: Width of the output (user and item) vectors.
+    output_dim: int = Field(default=64, gt=0)
+    #: Dropout after each hidden layer while training.
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    #: Learn an embedding per item id (items unseen in training have none).
+    item_id_embedding: bool = True
+    #: Learn an embedding per user id (folded-in users have none).
+    user_id_embedding: bool = False
+    #: Share of training rows whose id embeddings are dropped (teaches the towers to
+    #: answer from features alone: new items and new users).
+    id_dropout: float = Field(default=0.1, ge=0.0, le=1.0)
+    #: Categorical catalog columns (None: list columns, and text columns with repeated
+    #: values, e.g. genres or a brand).
+    item_categorical: tuple[str, ...] | None = None
+    #: Numeric catalog columns (None: numeric columns not named ``*_id``, e.g. year, price).
+    item_numeric: tuple[str, ...] | None = None
+    #: Add the item's training popularity (log count) as a numeric feature.
+    popularity_feature: bool = True
+    #: Categorical user attributes (None: as for items).
+    user_categorical: tuple[str, ...] | None = None
+    #: Numeric user attributes (None: as for items).
+    user_numeric: tuple[str, ...] | None = None
+    #: Most frequent values kept per categorical column (the rest are unknown).
+    max_categories: int = Field(default=1000, gt=0)
+    #: Item text embedding: ``tfidf`` (no torch model), ``sentence`` (MiniLM, offline)
+    #: or ``none``; skipped when the catalog has no text.
+    text_encoder: Literal["none", "tfidf", "sentence"] = "tfidf"
+    #: Catalog columns that make an item's text (None: title, categories, tags, ...).
+    text_fields: tuple[str, ...] | None = None
+    #: TF-IDF: truncated-SVD dimension.
+    text_dim: int = Field(default=64, gt=0)
+    #: sentence-transformers model (``text_encoder="sentence"``).
+    text_model: str = DEFAULT_SENTENCE_MODEL
+    #: The user's most recent items pooled by the user tower.
+    history_length: int = Field(default=50, gt=0)
+    #: How history item vectors are pooled: ``mean`` or ``attention`` (a learned query).
+    pooling: Literal["mean", "attention"] = "mean"
+    #: Share of training rows whose history is cut to 0-4 items (cold users).
+    history_dropout: float = Field(default=0.2, ge=0.0, le=1.0)
+    #: Passes over the training interactions (fewer when early stopping ends training).
+    epochs: int = Field(default=20, gt=0)
+    #: Interactions per batch (the in-batch negatives of each other); smaller on small
+    #: data, so that an epoch makes at least 16 updates.
+    batch_size: int = Field(default=512, gt=1)
+    #: AdamW learning rate and weight decay.
+    lr: float = Field(default=3e-3, gt=0)
+    weight_decay: float = Field(default=1e-5, ge=0)
+    #: Softmax temperature of the cosine scores (initial value when learned).
+    temperature: float = Field(default=0.1, gt=0, le=1.0)
+    #: Learn the temperature (clamped to [0.01, 1]).
+    learn_temperature: bool = False
+    #: Subtract log(sampling probability) from sampled logits (logQ correction).
+    logq_correction: bool = True
+    #: Extra uniformly sampled negatives per batch (mixed negative sampling; 0: none).
+    uniform_negatives: int = Field(default=0, ge=0)
+    #: Users with one held-out interaction for early stopping (0: no early stopping).
+    validation_users: int = Field(default=1000, ge=0)
+    #: Epochs without a better validation NDCG@10 before training stops.
+    patience: int = Field(default=3, gt=0)
+    #: Epochs trained before early stopping may end training (the towers start symmetric:
+    #: the first epochs can plateau).
+    min_epochs: int = Field(default=5, ge=1)
+    #: Torch device (None: cuda when available, else cpu).
+    device: str | None = None
+    #: Seed of initialization, shuffling, sampling and the validation carve-out.
+    seed: int = 42
+    #: Torch CPU threads while training (0: torch's default). One by default: the batches
+    #: are small, and on a busy machine OpenMP threads spin (10x slower on 2 shared cores).
+    num_threads: int = Field(default=1, ge=0)
+    #: Show a progress bar (loss and validation NDCG@10 per epoch).
+    show_progress: bool = True
+    #: Vector index over item vectors: ``auto`` (exact below ``index_threshold`` items),
+    #: ``flat``, ``ivf`` or ``hnsw`` (FAISS).
+    index: Literal["auto", "flat", "ivf", "hnsw"] = "auto"
+    #: Catalog size from which ``auto`` uses the approximate (IVF) index.
+    index_threshold: int = Field(default=100_000, gt=0)
+    #: Approximate index: neighbours fetched per query before exclusion and filters.
+    candidates: int = Field(default=500, gt=0)
+    #: Write the best weights (safetensors) to this file while training (None: memory only).
+    checkpoint_path: str | None = None
+
+    @field_validator("tower_dims")
+    @classmethod
+    def _positive_widths(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(w <= 0 for w in value):
+            raise ValueError(f"tower_dims must be positive widths (got {list(value)})")
+        return value
+
+
+# ---- features -----------------------------------------------------------------------------
+
+
+def _auto_columns(
+    table: pl.DataFrame, categorical: Sequence[str] | None, numeric: Sequence[str] | None
+) -> tuple[list[str], list[str]]:
+    """The categorical and numeric feature columns of a catalog or user table."""
+    cols = [c for c in table.columns if c not in ("item_id", "user_id")]
+    for given in (categorical, numeric):
+        missing = [c for c in given or () if c not in table.columns]
+        if missing:
+            raise DataError(
+                f"two_tower: no column {', '.join(repr(m) for m in missing)} "
+                f"(found: {', '.join(table.columns)})"
+            )
+    if categorical is None:
+        limit = max(2, table.height // 2)
+        categorical = [
+            c
+            for c in cols
+            if isinstance(table.schema[c], pl.List | pl.Array)
+            or (
+                table.schema[c] in (pl.String, pl.Categorical, pl.Boolean)
+                and table[c].n_unique() <= limit
+            )
+        ]
+    if numeric is None:
+        numeric = [
+            c for c in cols if table.schema[c].is_numeric() and not (c == "id" or c.endswith("_id"))
+        ]
+    return list(categorical), list(numeric)
+
+
+def _token_rows(table: pl.DataFrame, columns: Sequence[str]) -> tuple[NDArray[Any], NDArray[Any]]:
+    """(row, token) pairs of the categorical columns, tokens as ``column<SEP>value``."""
+    rows: list[NDArray[Any]] = []
+    tokens: list[NDArray[Any]] = []
+    for col in columns:
+        values = table.select(pl.int_range(pl.len()).alias("_row"), pl.col(col))
+        if isinstance(table.schema[col], pl.List | pl.Array):
+            values = values.explode(col)
+        values = values.drop_nulls(col)
+        rows.append(values["_row"].to_numpy())
+        tokens.append(np.char.add(f"{col}{_SEP}", values[col].cast(pl.String).to_numpy()))
+    if not rows:
+        return np.empty(0, np.int64), np.empty(0, str)
+    return np.concatenate(rows).astype(np.int64), np.concatenate(tokens).astype(str)
+
+
+def _token_vocab(tokens: NDArray[Any], columns: Sequence[str], cap: int) -> NDArray[Any]:
+    """The ``cap`` most frequent values of each column, sorted (a `Vocab`'s order)."""
+    keep: list[NDArray[Any]] = []
+    if tokens.size == 0:
+        return np.empty(0, str)
+    names, counts = np.unique(tokens, return_counts=True)
+    for col in columns:
+        own = np.char.startswith(names, f"{col}{_SEP}")
+        idx = np.flatnonzero(own)
+        order = np.lexsort((idx, -counts[idx]))
+        keep.append(names[idx[order[:cap]]])
+    return np.sort(np.concatenate(keep)) if keep else np.empty(0, str)
+
+
+def _token_matrix(
+    table: pl.DataFrame, columns: Sequence[str], vocab: NDArray[Any]
+) -> NDArray[np.int64]:
+    """Per table row, its token codes + 1 (0 pads), at most `_MAX_TOKENS` per row."""
+    rows, tokens = _token_rows(table, columns)
+    out = np.zeros((table.height, 1), np.int64)
+    if vocab.size == 0 or rows.size == 0:
+        return out
+    codes = Vocab(vocab, kind="feature").index(tokens, missing="mask")
+    ok = codes >= 0
+    rows, codes = rows[ok], codes[ok]
+    order = np.lexsort((codes, rows))
+    rows, codes = rows[order], codes[order]
+    starts = np.searchsorted(rows, rows, side="left")
+    slot = np.arange(rows.size) - starts
+    keep = slot < _MAX_TOKENS
+    width = int(slot[keep].max()) + 1 if keep.any() else 1
+    out = np.zeros((table.height, width), np.int64)
+    out[rows[keep], slot[keep]] = codes[keep] + 1
+    return out
+
+
+def _numeric_matrix(table: pl.DataFrame, columns: Sequence[str]) -> NDArray[np.float64]:
+    if not columns:
+        return np.zeros((table.height, 0))
+    return np.column_stack(
+        [table[c].cast(pl.Float64, strict=False).fill_nan(None).to_numpy() for c in columns]
+    ).astype(np.float64)
+
+
+def _standardize(
+    x: NDArray[np.float64], stats: tuple[NDArray[Any], NDArray[Any]] | None
+) -> tuple[NDArray[np.float32], tuple[NDArray[Any], NDArray[Any]]]:
+    """Columns scaled to mean 0, std 1 (``stats`` learned when None); missing values → 0."""
+    if stats is None:
+        finite = [c[np.isfinite(c)] for c in x.T]
+        mean = np.asarray([c.mean() if c.size else 0.0 for c in finite])
+        std = np.asarray([c.std() if c.size else 1.0 for c in finite])
+        stats = (mean.astype(np.float64), np.where(std > 0, std, 1.0).astype(np.float64))
+    z = (x - stats[0]) / stats[1]
+    return np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32), stats
+
+
+def _aligned(rows: NDArray[np.int64], n: int, values: NDArray[Any]) -> NDArray[Any]:
+    """``values`` (one per table row) placed at vocabulary rows ``rows``; zeros elsewhere."""
+    out = np.zeros((n, *values.shape[1:]), values.dtype)
+    out[rows] = values
+    return out
+
+
+class _Side:
+    """Feature vocabularies of one side (items or users) and their encoding of a table."""
+
+    def __init__(self, categorical: list[str], numeric: list[str], vocab: NDArray[Any]):
+        self.categorical = categorical
+        self.numeric = numeric
+        self.vocab = vocab
+        self.stats: tuple[NDArray[Any], NDArray[Any]] | None = None
+
+    @classmethod
+    def learn(
+        cls,
+        table: pl.DataFrame | None,
+        categorical: Sequence[str] | None,
+        numeric: Sequence[str] | None,
+        cap: int,
+    ) -> _Side:
+        if table is None:
+            return cls([], [], np.empty(0, str))
+        cat, num = _auto_columns(table, categorical, numeric)
+        _, tokens = _token_rows(table, cat)
+        return cls(cat, num, _token_vocab(tokens, cat, cap))
+
+    def encode(
+        self, table: pl.DataFrame | None, rows: NDArray[np.int64], n: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """Token codes and standardized numerics of vocabulary rows ``rows`` (table order)."""
+        if table is None:
+            return np.zeros((n, 1), np.int64), np.zeros((n, 0), np.float32)
+        tokens = _token_matrix(table, self.categorical, self.vocab)
+        nums, self.stats = _standardize(_numeric_matrix(table, self.numeric), self.stats)
+        return _aligned(rows, n, tokens), _aligned(rows, n, nums)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "categorical": self.categorical,
+            "numeric": self.numeric,
+            "vocab": self.vocab,
+            "stats": None if self.stats is None else list(self.stats),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> _Side:
+        side = cls(list(state["categorical"]), list(state["numeric"]), state["vocab"])
+        stats = state["stats"]
+        side.stats = None if stats is None else (stats[0], stats[1])
+        return side
+
+
+def _pad_width(a: NDArray[np.int64], width: int) -> NDArray[np.int64]:
+    if a.shape[1] >= width:
+        return a
+    return np.pad(a, ((0, 0), (0, width - a.shape[1])))
+
+
+def _stack_rows(
+    old: NDArray[Any], new: NDArray[Any], old_pos: NDArray[np.int64], new_pos: NDArray[np.int64]
+) -> NDArray[Any]:
+    """Rows of ``old`` and ``new`` placed at their positions in a grown vocabulary."""
+    if old.ndim == 2 and old.dtype.kind == "i":
+        width = max(old.shape[1], new.shape[1])
+        old, new = _pad_width(old, width), _pad_width(new, width)
+    out = np.zeros((old.shape[0] + new.shape[0], *old.shape[1:]), old.dtype)
+    out[old_pos] = old
+    out[new_pos] = new
+    return out
+
+
+# ---- the network (torch, imported on first use) ------------------------------------------
+
+
+@cache
+def _torch() -> Any:
+    """The torch module and the network classes, built on first use (torch imported here)."""
+    import torch
+    from torch import nn
+    from torch.nn import functional
+
+    class Tower(nn.Module):
+        """Id embedding, token bag, numerics and one dense input → MLP → unit vector."""
+
+        def __init__(self, n_ids: int, n_tokens: int, n_numeric: int, dense: int, arch: Any):
+            super().__init__()
+            d = int(arch["embedding_dim"])
+            self.ids = nn.Embedding(n_ids + 1, d, padding_idx=0) if n_ids else None
+            self.tokens = nn.Embedding(n_tokens + 1, d, padding_idx=0) if n_tokens else None
+            self.dense = nn.Linear(dense, d) if dense else None
+            width = d * ((self.ids is not None) + (self.tokens is not None) + bool(dense))
+            layers: list[Any] = []
+            last = max(width + n_numeric, 1)
+            for h in arch["tower_dims"]:
+                layers += [nn.Linear(last, int(h)), nn.ReLU(), nn.Dropout(float(arch["dropout"]))]
+                last = int(h)
+            layers.append(nn.Linear(last, int(arch["output_dim"])))
+            self.mlp = nn.Sequential(*layers)
+
+        def forward(self, ids: Any, tokens: Any, numeric: Any, dense: Any) -> Any:
+            parts = []
+            if self.ids is not None:
+                parts.append(self.ids(ids))
+            if self.tokens is not None:
+                count = (tokens > 0).sum(dim=1, keepdim=True).clamp(min=1)
+                parts.append(self.tokens(tokens).sum(dim=1) / count)
+            if self.dense is not None:
+                parts.append(self.dense(dense))
+            if numeric.shape[1]:
+                parts.append(numeric)
+            x = torch.cat(parts, dim=1) if parts else ids.new_zeros((ids.shape[0], 1)).float()
+            return functional.normalize(self.mlp(x), dim=1)
+
+    class Net(nn.Module):
+        """Both towers, the history pooling and the temperature."""
+
+        def __init__(self, arch: Any):
+            super().__init__()
+            a = arch
+            self.item = Tower(
+                a["n_item_ids"], a["n_item_tokens"], a["n_item_numeric"], a["text"], a
+            )
+            out = int(a["output_dim"])
+            self.user = Tower(a["n_user_ids"], a["n_user_tokens"], a["n_user_numeric"], out, a)
+            self.query = nn.Parameter(torch.zeros(out)) if a["pooling"] == "attention" else None
+            self.log_tau = nn.Parameter(
+                torch.tensor(math.log(float(a["temperature"]))),
+                requires_grad=bool(a["learn_temperature"]),
+            )
+
+        def pool(self, vectors: Any, mask: Any) -> Any:
+            """History vectors (B × L × d, mask B × L) → one vector per row (zeros if none)."""
+            weights = mask.float()
+            if self.query is not None:
+                logits = (vectors @ self.query) / math.sqrt(vectors.shape[-1])
+                logits = logits.masked_fill(~mask, -1e9)
+                weights = torch.softmax(logits, dim=1) * weights
+            total = weights.sum(dim=1, keepdim=True).clamp(min=1e-9)
+            return (vectors * weights.unsqueeze(-1)).sum(dim=1) / total
+
+        def tau(self) -> Any:
+            return self.log_tau.exp().clamp(0.01, 1.0)
+
+    return torch, Net
+
+
+def _weights_bytes(net: Any) -> NDArray[np.uint8]:
+    """The network's ``state_dict`` as safetensors bytes (a uint8 array for bundles)."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    return np.frombuffer(save(state), dtype=np.uint8).copy()
+
+
+def _load_weights(net: Any, blob: NDArray[np.uint8]) -> None:
+    from safetensors.torch import load
+
+    net.load_state_dict(load(np.asarray(blob, dtype=np.uint8).tobytes()))
+
+
+# ---- the model ----------------------------------------------------------------------------
+
+
+@register
+class TwoTower(Recommender):
+    """Two-tower retrieval: user tower · item tower, both L2-normalized (see the module doc).
+
+    Attributes (after `fit`):
+        item_vectors_: Unit item vectors (n_items × output_dim, float32).
+        user_vectors_: Unit vectors of the known users from their stored history.
+        train_log_: Per epoch: loss, validation NDCG@10 (None without validation), seconds.
+        best_epoch_: The epoch whose weights were kept (1-based).
+    """
+
+    name = "two_tower"
+    Config = TwoTowerConfig
+    config: TwoTowerConfig
+    represents_users = True
+
+    def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:
+        super().__init__(config, **params)
+        self.net_: Any = None
+        self.index_: Any = None
+        self.train_log_: list[dict[str, Any]] = []
+        self.best_epoch_ = 0
+
+    @classmethod
+    def footprint(cls, config: ModelConfig, shape: DataShape) -> Footprint:
+        """Feature and vector arrays, the network, and epochs x interactions of tower work."""
+        assert isinstance(config, TwoTowerConfig)
+        d = config.embedding_dim + config.output_dim + sum(config.tower_dims)
+        rows = shape.users + shape.catalog
+        flops = config.epochs * shape.nnz * (config.history_length / 4 + 3) * 6 * d * d
+        return Footprint(
+            bytes=rows * (d + config.text_dim + config.history_length) * 4 * 4 + shape.nnz * 48,
+            seconds=flops / DENSE_FLOPS * 4,
+        )
+
+    # ---- fitting --------------------------------------------------------------------------
+
+    def fit(self, data: InteractionData) -> TwoTower:
+        """Learn both towers from the interactions (and catalog, user attributes); ``self``."""
+        users_table = data.users_table
+        if data.items_table is not None:
+            data = _with_catalog_vocab(data)
+        super().fit(_with_user_vocab(data, users_table))
+        return self
+
+    def _fit(self, data: InteractionData) -> None:
+        c = self.config
+        torch, net_class = _torch()
+        items, users = data.items, data.users
+        n_items, n_users = len(items), len(users)
+        counts = np.bincount(data.matrix.indices, minlength=n_items)
+        self._learn_item_features(data.items_table, counts)
+        self.user_side_ = _Side.learn(
+            data.users_table, c.user_categorical, c.user_numeric, c.max_categories
+        )
+        self.user_tokens_, self.user_numeric_ = self._encode_users(data.users_table, users)
+        trained = np.flatnonzero(np.diff(data.matrix.indptr) > 0)
+        self.user_codes_ = np.zeros(n_users, np.int64)
+        if c.user_id_embedding:
+            self.user_codes_[trained] = np.arange(1, trained.size + 1)
+        self.arch_: dict[str, Any] = {
+            "embedding_dim": c.embedding_dim,
+            "tower_dims": list(c.tower_dims),
+            "output_dim": c.output_dim,
+            "dropout": c.dropout,
+            "pooling": c.pooling,
+            "temperature": c.temperature,
+            "learn_temperature": c.learn_temperature,
+            "n_item_ids": int(self.item_codes_.max()),
+            "n_item_tokens": int(self.item_side_.vocab.size),
+            "n_item_numeric": int(self.item_numeric_.shape[1]),
+            "text": int(self.item_text_.shape[1]),
+            "n_user_ids": int(self.user_codes_.max()),
+            "n_user_tokens": int(self.user_side_.vocab.size),
+            "n_user_numeric": int(self.user_numeric_.shape[1]),
+        }
+        order = _recency_order(data)
+        rng = np.random.default_rng(c.seed)
+        matrix = sp.csr_matrix(data.matrix)
+        held = _holdout(matrix, c.validation_users, rng)
+        device = c.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        threads = torch.get_num_threads()
+        if c.num_threads:
+            torch.set_num_threads(c.num_threads)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(c.seed)
+                net = net_class(self.arch_).to(device)
+                self._train(net, matrix, order=order, held=held, rng=rng, device=device)
+        finally:
+            torch.set_num_threads(threads)
+        self.net_ = net.cpu().eval()
+        self.weights_ = _weights_bytes(self.net_)
+        self.recent_indptr_, self.recent_items_ = _truncate(order, c.history_length)
+        self.item_vectors_ = self._item_vectors(np.arange(n_items))
+        self.user_vectors_ = self._known_user_vectors(np.arange(n_users))
+        self._build_index()
+
+    def _learn_item_features(self, table: pl.DataFrame | None, counts: NDArray[Any]) -> None:
+        c = self.config
+        items = self._fitted()[1]
+        self.item_side_ = _Side.learn(table, c.item_categorical, c.item_numeric, c.max_categories)
+        self.text_state_: dict[str, Any] | None = None
+        self.text_kind_ = "none"
+        texts = self._texts(table)
+        if texts is not None and c.text_encoder == "tfidf":
+            from hybridrec.embed.text import TfidfTextEncoder
+
+            try:
+                enc = TfidfTextEncoder(dim=c.text_dim, seed=c.seed).fit([t for t in texts if t])
+                self.text_state_ = enc.get_state()
+                self.text_kind_ = "tfidf"
+            except DataError:
+                log.info("two_tower: no usable words in the item texts; no text features")
+        elif texts is not None and c.text_encoder == "sentence":
+            self.text_kind_ = "sentence"
+        self.pop_stats_: tuple[NDArray[Any], NDArray[Any]] | None = None
+        tokens, numeric, text = self._encode_items(table, items, counts)
+        self.item_tokens_, self.item_numeric_, self.item_text_ = tokens, numeric, text
+        self.item_codes_ = np.zeros(len(items), np.int64)
+        if c.item_id_embedding:
+            seen = np.flatnonzero(counts > 0)
+            self.item_codes_[seen] = np.arange(1, seen.size + 1)
+
+    def _texts(self, table: pl.DataFrame | None) -> list[str] | None:
+        """The catalog rows' texts, or None when there is no text to embed."""
+        if table is None or self.config.text_encoder == "none":
+            return None
+        try:
+            texts = item_texts(table, self.config.text_fields)
+        except DataError:
+            if self.config.text_fields is not None:
+                raise
+            return None
+        return texts if any(texts) else None
+
+    def _encode_text(self, texts: list[str]) -> NDArray[np.float32]:
+        c = self.config
+        if self.text_kind_ == "tfidf" and self.text_state_ is not None:
+            from hybridrec.embed.text import TfidfTextEncoder
+
+            return TfidfTextEncoder.from_state(self.text_state_).encode(texts)
+        from hybridrec.embed.text import SentenceTextEncoder
+
+        return SentenceTextEncoder(c.text_model, show_progress=c.show_progress).encode(texts)
+
+    def _encode_items(
+        self, table: pl.DataFrame | None, items: Vocab, counts: NDArray[Any]
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.float32]]:
+        """Token codes, numerics (popularity last) and text vectors of every item of ``items``."""
+        n = len(items)
+        rows = np.empty(0, np.int64)
+        if table is not None:
+            _check_id_kind(table, items)
+            rows = items.index(table["item_id"].to_numpy(), missing="mask")
+            table = table.filter(pl.Series(rows >= 0))
+            rows = rows[rows >= 0]
+        tokens, numeric = self.item_side_.encode(table, rows, n)
+        if self.config.popularity_feature:
+            pop, self.pop_stats_ = _standardize(np.log1p(counts)[:, None], self.pop_stats_)
+            numeric = np.hstack([numeric, pop])
+        text = np.zeros((n, 0), np.float32)
+        if self.text_kind_ != "none" and table is not None:
+            texts = self._texts(table) or [""] * table.height
+            text = _aligned(rows, n, self._encode_text(texts))
+        return tokens, numeric, text
+
+    def _encode_users(
+        self, table: pl.DataFrame | None, users: Vocab
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        rows = np.empty(0, np.int64)
+        if table is not None:
+            rows = users.index(table["user_id"].to_numpy(), missing="mask")
+            table = table.filter(pl.Series(rows >= 0))
+            rows = rows[rows >= 0]
+        return self.user_side_.encode(table, rows, len(users))
+
+    # ---- training -------------------------------------------------------------------------
+
+    def _item_tensors(self, device: str) -> dict[str, Any]:
+        """The item feature arrays as tensors on ``device`` (copies: bundles are read-only)."""
+        torch = _torch()[0]
+        arrays = {
+            "ids": (self.item_codes_, torch.long),
+            "tokens": (self.item_tokens_, torch.long),
+            "numeric": (self.item_numeric_, torch.float32),
+            "text": (self.item_text_, torch.float32),
+        }
+        return {
+            key: torch.tensor(np.asarray(a), dtype=kind, device=device)
+            for key, (a, kind) in arrays.items()
+        }
+
+    def _train(
+        self,
+        net: Any,
+        matrix: sp.csr_matrix,
+        *,
+        order: tuple[NDArray[np.int64], NDArray[np.int64]],
+        held: tuple[NDArray[np.int64], NDArray[np.int64]],
+        rng: np.random.Generator,
+        device: str,
+    ) -> None:
+        c = self.config
+        torch = _torch()[0]
+        f = self._item_tensors(device)
+        val_users, val_items = held
+        train = matrix.copy()
+        if val_users.size:
+            train[val_users, val_items] = 0
+            train.eliminate_zeros()
+        train_order = _drop_cells(order, val_users, val_items)
+        users = np.repeat(np.arange(train.shape[0]), np.diff(train.indptr))
+        items = train.indices.astype(np.int64)
+        counts_t = np.bincount(items, minlength=train.shape[1]).astype(np.float64)
+        log_q = torch.as_tensor(
+            np.log(np.maximum(counts_t, 1.0) / counts_t.sum()), dtype=torch.float32, device=device
+        )
+        trained_items = np.flatnonzero(counts_t > 0)
+        # Uniform negatives are drawn with probability negatives / trained items each.
+        neg_shift = math.log(max(c.uniform_negatives, 1) / max(trained_items.size, 1))
+        opt = torch.optim.AdamW(
+            [p for p in net.parameters() if p.requires_grad], lr=c.lr, weight_decay=c.weight_decay
+        )
+        best, best_blob, stale = -math.inf, _weights_bytes(net), 0
+        self.train_log_, self.best_epoch_ = [], c.epochs
+        width = c.history_length + 1
+        # Small data gets smaller batches: at least `_MIN_STEPS` updates per epoch.
+        batch_size = min(c.batch_size, max(64, users.size // _MIN_STEPS))
+        with _progress(c.show_progress, c.epochs) as (progress, task):
+            for epoch in range(1, c.epochs + 1):
+                start = time.perf_counter()
+                net.train()
+                perm = rng.permutation(users.size)
+                total, steps = 0.0, 0
+                for s in range(0, perm.size, batch_size):
+                    sel = perm[s : s + batch_size]
+                    if sel.size < 2:
+                        continue
+                    hist = _windows(train_order, users[sel], width)
+                    hist = _without_target(hist, items[sel], c.history_length)
+                    hist = _cut(hist, c.history_dropout, rng)
+                    negs = (
+                        rng.choice(trained_items, size=c.uniform_negatives)
+                        if c.uniform_negatives
+                        else np.empty(0, np.int64)
+                    )
+                    batch = (users[sel], items[sel], hist, negs)
+                    loss = self._loss(net, f, batch, log_q=log_q, neg_shift=neg_shift, rng=rng)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    total += float(loss.detach())
+                    steps += 1
+                loss_mean = total / max(steps, 1)
+                score = None
+                if val_users.size:
+                    score = self._validate(net, f, train, train_order, held)
+                entry = {
+                    "epoch": epoch,
+                    "loss": round(loss_mean, 5),
+                    "ndcg@10": None if score is None else round(score, 5),
+                    "seconds": round(time.perf_counter() - start, 3),
+                }
+                self.train_log_.append(entry)
+                log.info("two_tower epoch %d: %s", epoch, entry)
+                if progress is not None:
+                    shown = "-" if score is None else f"{score:.4f}"
+                    progress.update(task, advance=1, loss=f"{loss_mean:.4f}", ndcg=shown)
+                if score is None:
+                    continue
+                if score > best:
+                    best, best_blob, stale, self.best_epoch_ = score, _weights_bytes(net), 0, epoch
+                    if c.checkpoint_path:
+                        with open(c.checkpoint_path, "wb") as fh:
+                            fh.write(best_blob.tobytes())
+                else:
+                    stale += 1
+                    if stale >= c.patience and epoch >= c.min_epochs:
+                        break
+        if val_users.size:
+            _load_weights(net, best_blob)
+
+    def _loss(
+        self,
+        net: Any,
+        f: dict[str, Any],
+        batch: tuple[NDArray[np.int64], ...],
+        *,
+        log_q: Any,
+        neg_shift: float,
+        rng: np.random.Generator,
+    ) -> Any:
+        """Sampled softmax over the batch's positives (and uniform negatives), logQ-corrected.
+
+        One item-tower pass covers the positives, the negatives and the history items.
+        """
+        c = self.config
+        torch = _torch()[0]
+        users, items, hist, negs = batch
+        device = log_q.device
+        b = items.size
+        valid = hist >= 0
+        uniq, inv = np.unique(np.concatenate([items, negs, hist[valid]]), return_inverse=True)
+        vecs = self._item_forward(net, f, uniq, rng.random(uniq.size) < c.id_dropout)
+        inv_t = torch.as_tensor(inv, device=device)
+        hist_vecs = vecs.new_zeros((b, hist.shape[1], vecs.shape[1]))
+        mask = torch.as_tensor(valid, device=device)
+        hist_vecs[mask] = vecs[inv_t[b + negs.size :]]
+        u = self._user_forward(net, users, hist_vecs, mask, rng.random(b) < c.id_dropout)
+        tau = net.tau()
+        items_t = torch.as_tensor(items, device=device)
+        logits = u @ vecs[inv_t[:b]].T / tau
+        if c.logq_correction:
+            logits = logits - (log_q[items_t] + math.log(b))[None, :]
+        same = items_t[None, :] == items_t[:, None]
+        same.fill_diagonal_(False)
+        logits = logits.masked_fill(same, -1e9)
+        if negs.size:
+            extra = u @ vecs[inv_t[b : b + negs.size]].T / tau
+            if c.logq_correction:
+                extra = extra - neg_shift
+            negs_t = torch.as_tensor(negs, device=device)
+            extra = extra.masked_fill(negs_t[None, :] == items_t[:, None], -1e9)
+            logits = torch.cat([logits, extra], dim=1)
+        return torch.nn.functional.cross_entropy(logits, torch.arange(b, device=device))
+
+    def _item_forward(
+        self,
+        net: Any,
+        f: dict[str, Any],
+        idx: NDArray[np.int64],
+        drop: NDArray[np.bool_] | None = None,
+    ) -> Any:
+        """Item vectors of item indices ``idx`` (ids of ``drop`` rows left out)."""
+        torch = _torch()[0]
+        device = f["ids"].device
+        at = torch.as_tensor(idx, device=device)
+        ids = f["ids"][at]
+        if drop is not None and drop.any():
+            ids = ids.masked_fill(torch.as_tensor(drop, device=device), 0)
+        return net.item(ids, f["tokens"][at], f["numeric"][at], f["text"][at])
+
+    def _user_forward(
+        self,
+        net: Any,
+        users: NDArray[np.int64],
+        hist_vecs: Any,
+        mask: Any,
+        drop: NDArray[np.bool_] | None = None,
+    ) -> Any:
+        """User vectors of user indices ``users`` (-1: unknown, no attributes) and histories."""
+        torch = _torch()[0]
+        device = hist_vecs.device
+        safe = np.maximum(users, 0)
+        blank = users < 0
+        if drop is not None:
+            blank = blank | drop
+        ids = np.where(blank, 0, self.user_codes_[safe])
+        tokens = np.where((users < 0)[:, None], 0, self.user_tokens_[safe])
+        numeric = np.where((users < 0)[:, None], 0.0, self.user_numeric_[safe])
+
+        def t(a: NDArray[Any], kind: Any) -> Any:
+            return torch.as_tensor(a, dtype=kind, device=device)
+
+        return net.user(
+            t(ids, torch.long),
+            t(tokens, torch.long),
+            t(numeric, torch.float32),
+            net.pool(hist_vecs, mask),
+        )
+
+    def _item_vectors_of(
+        self, net: Any, f: dict[str, Any], idx: NDArray[np.int64]
+    ) -> NDArray[np.float32]:
+        torch = _torch()[0]
+        out = [np.zeros((0, int(self.arch_["output_dim"])), np.float32)]
+        with torch.no_grad():
+            for s in range(0, idx.size, _CHUNK_ROWS):
+                out.append(self._item_forward(net, f, idx[s : s + _CHUNK_ROWS]).cpu().numpy())
+        return np.concatenate(out).astype(np.float32)
+
+    def _users_from_windows(
+        self,
+        net: Any,
+        users: NDArray[np.int64],
+        hist: NDArray[np.int64],
+        item_vectors: NDArray[np.float32],
+        device: str = "cpu",
+    ) -> NDArray[np.float32]:
+        """User vectors of rows (user indices, -1: unknown) from their history windows."""
+        torch = _torch()[0]
+        out = [np.zeros((0, int(self.arch_["output_dim"])), np.float32)]
+        with torch.no_grad():
+            for s in range(0, users.size, _CHUNK_ROWS):
+                h = hist[s : s + _CHUNK_ROWS]
+                vecs = torch.as_tensor(item_vectors[np.maximum(h, 0)], device=device)
+                mask = torch.as_tensor(h >= 0, device=device)
+                u = self._user_forward(net, users[s : s + _CHUNK_ROWS], vecs, mask)
+                out.append(u.cpu().numpy())
+        return np.concatenate(out).astype(np.float32)
+
+    def _validate(
+        self,
+        net: Any,
+        f: dict[str, Any],
+        train: sp.csr_matrix,
+        order: tuple[NDArray[np.int64], NDArray[np.int64]],
+        held: tuple[NDArray[np.int64], NDArray[np.int64]],
+    ) -> float:
+        """NDCG@10 (the project's metric) of the held-out interactions, training items excluded."""
+        net.eval()
+        val_users, val_items = held
+        vectors = self._item_vectors_of(net, f, np.arange(train.shape[1]))
+        hist = _windows(order, val_users, self.config.history_length)
+        device = str(f["ids"].device)
+        queries = self._users_from_windows(net, val_users, hist, vectors, device)
+        scores = queries @ vectors.T
+        seen = train[val_users]
+        rows = np.repeat(np.arange(val_users.size), np.diff(seen.indptr))
+        scores[rows, seen.indices] = -np.inf
+        top, _ = topk_rows(scores, 10)
+        relevant = sp.csr_matrix(
+            (np.ones(val_users.size, np.float32), (np.arange(val_users.size), val_items)),
+            shape=scores.shape,
+        )
+        hits = hits_matrix(top, relevant)
+        return float(ndcg_at_k(hits, np.ones(val_users.size, np.int64)).mean())
+
+    # ---- inference ------------------------------------------------------------------------
+
+    def _net(self) -> Any:
+        """The network: the fitted one, or after loading one rebuilt from the weights."""
+        if self.net_ is None:
+            with _NET_LOCK:
+                if self.net_ is None:
+                    net = _torch()[1](self.arch_)
+                    _load_weights(net, self.weights_)
+                    self.net_ = net.eval()
+        return self.net_
+
+    def _item_vectors(self, idx: NDArray[np.int64]) -> NDArray[np.float32]:
+        return self._item_vectors_of(self._net(), self._item_tensors("cpu"), idx)
+
+    def _known_user_vectors(self, users: NDArray[np.int64]) -> NDArray[np.float32]:
+        hist = _windows(
+            (self.recent_indptr_, self.recent_items_), users, self.config.history_length
+        )
+        return self._users_from_windows(self._net(), users, hist, self.item_vectors_)
+
+    def _fold_in(self, users: NDArray[np.int64], history: sp.csr_matrix) -> NDArray[np.float32]:
+        """User vectors from history rows (new items first, then the stored recent ones).
+
+        Each row is computed on its own: a user's vector must not depend on who else is in
+        the batch (batch and single answers agree exactly).
+        """
+        length = self.config.history_length
+        net = self._net()
+        out = np.zeros((users.size, self.item_vectors_.shape[1]), np.float32)
+        for r, u in enumerate(users.tolist()):
+            lo, hi = history.indptr[r], history.indptr[r + 1]
+            cols, weights = history.indices[lo:hi], history.data[lo:hi]
+            recent = np.empty(0, np.int64)
+            if u >= 0:
+                recent = self.recent_items_[self.recent_indptr_[u] : self.recent_indptr_[u + 1]]
+            new = ~np.isin(cols, recent)
+            fresh = cols[new][np.lexsort((cols[new], -weights[new]))]
+            window = np.concatenate([fresh, recent]).astype(np.int64)[:length]
+            hist = np.full((1, length), -1, np.int64)
+            hist[0, : window.size] = window
+            row = np.asarray([u], np.int64)
+            out[r] = self._users_from_windows(net, row, hist, self.item_vectors_)[0]
+        return out
+
+    def _score(
+        self, users: NDArray[np.int64], history: sp.csr_matrix, fold_in: NDArray[np.bool_]
+    ) -> NDArray[np.float32]:
+        queries = self.user_vectors_[np.maximum(users, 0)].copy()
+        if fold_in.any():
+            rows = np.flatnonzero(fold_in)
+            queries[rows] = self._fold_in(users[rows], history[rows])
+        lengths = np.diff(history.indptr)
+        return self._rank(queries, int(lengths.max()) if lengths.size else 0)
+
+    def _rank(self, queries: NDArray[np.float32], room: int) -> NDArray[np.float32]:
+        """Scores of every item for unit queries: exact, or FAISS candidates (-inf elsewhere)."""
+        vectors = self.item_vectors_
+        if self.index_ is None:
+            return np.asarray(queries @ vectors.T, dtype=np.float32)
+        scores = np.full((queries.shape[0], vectors.shape[0]), -np.inf, np.float32)
+        k = min(len(self.index_), self.config.candidates + room)
+        if queries.shape[0] and k > 0:
+            found, ids = self.index_.search(queries, k)
+            rows, cols = np.nonzero(ids >= 0)
+            scores[rows, ids[rows, cols]] = found[rows, cols]
+        return scores
+
+    def _similar_scores(self, items: NDArray[np.int64]) -> NDArray[np.float32]:
+        return self._rank(self.item_vectors_[items], 1)
+
+    def item_index(self, kind: Literal["flat", "ivf", "hnsw"] = "flat") -> Any:
+        """The item vectors in a FAISS `VectorIndex` (ids are item indices of ``items_``)."""
+        from hybridrec.index.faiss_index import IndexParams, VectorIndex
+
+        self._fitted()
+        return VectorIndex.build(self.item_vectors_, IndexParams(kind=kind))
+
+    def _build_index(self) -> None:
+        c = self.config
+        self.index_ = None
+        n = self.item_vectors_.shape[0]
+        if c.index == "flat" or (c.index == "auto" and n < c.index_threshold):
+            return
+        from hybridrec.index.faiss_index import IndexParams, VectorIndex
+
+        params = IndexParams(kind=c.index, threshold=c.index_threshold)
+        self.index_ = VectorIndex.build(self.item_vectors_, params)
+
+    def user_vectors(self, user_ids: Sequence[Any]) -> NDArray[np.float32]:
+        """The unit vectors of known users (attribute-only users included)."""
+        users = self._fitted()[0]
+        return np.asarray(self.user_vectors_[users.index(list(user_ids))])
+
+    # ---- growing the vocabularies ---------------------------------------------------------
+
+    def add_items(self, items_table: pl.DataFrame) -> int:
+        """Give catalog items the model does not know vectors from their features alone.
+
+        Known ids are skipped. The items become recommendable (and findable as similar
+        items) at once; nothing is retrained.
+
+        Returns:
+            The number of items added.
+        """
+        _, items, user_items = self._fitted()
+        if "item_id" not in items_table.columns:
+            raise DataError(f"items table has no 'item_id' column (found: {items_table.columns})")
+        _check_id_kind(items_table, items)
+        known = items.index(items_table["item_id"].to_numpy(), missing="mask") >= 0
+        table = items_table.filter(pl.Series(~known)).unique("item_id", keep="first")
+        if table.height == 0:
+            return 0
+        new_ids = table["item_id"].to_numpy()
+        new_vocab = Vocab(new_ids, kind="item")
+        tokens, numeric, text = self._encode_items(table, new_vocab, np.zeros(len(new_vocab)))
+        codes = np.zeros(len(new_vocab), np.int64)
+        vocab = Vocab(np.concatenate([items.ids, new_ids]), kind="item")
+        old_pos, new_pos = vocab.index(items.ids), vocab.index(new_vocab.ids)
+        self.item_tokens_ = _stack_rows(self.item_tokens_, tokens, old_pos, new_pos)
+        self.item_numeric_ = _stack_rows(self.item_numeric_, numeric, old_pos, new_pos)
+        self.item_text_ = _stack_rows(self.item_text_, text, old_pos, new_pos)
+        self.item_codes_ = _stack_rows(self.item_codes_, codes, old_pos, new_pos)
+        self.items_ = vocab
+        self.user_items_ = _remap_columns(user_items, old_pos, len(vocab))
+        self.recent_items_ = old_pos[self.recent_items_]
+        fresh = self._item_vectors(new_pos)
+        self.item_vectors_ = _stack_rows(self.item_vectors_, fresh, old_pos, new_pos)
+        self._build_index()
+        return int(new_ids.size)
+
+    def add_users(self, users_table: pl.DataFrame) -> int:
+        """Make users with attributes (and no history yet) answerable, without retraining.
+
+        Known ids are skipped (their attributes are the training ones).
+
+        Returns:
+            The number of users added.
+        """
+        users, _, user_items = self._fitted()
+        table = _checked_users(users_table, users)
+        known = users.index(table["user_id"].to_numpy(), missing="mask") >= 0
+        table = table.filter(pl.Series(~known)).unique("user_id", keep="first")
+        if table.height == 0:
+            return 0
+        new_vocab = Vocab(table["user_id"].to_numpy(), kind="user")
+        tokens, numeric = self._encode_users(table, new_vocab)
+        vocab = Vocab(np.concatenate([users.ids, new_vocab.ids]), kind="user")
+        old_pos, new_pos = vocab.index(users.ids), vocab.index(new_vocab.ids)
+        self.user_tokens_ = _stack_rows(self.user_tokens_, tokens, old_pos, new_pos)
+        self.user_numeric_ = _stack_rows(self.user_numeric_, numeric, old_pos, new_pos)
+        self.user_codes_ = _stack_rows(
+            self.user_codes_, np.zeros(len(new_vocab), np.int64), old_pos, new_pos
+        )
+        self.users_ = vocab
+        self.user_items_ = _remap_rows(user_items, old_pos, len(vocab))
+        # New users have no history; old users keep their order (the map is monotone).
+        lengths = np.zeros(len(vocab), np.int64)
+        lengths[old_pos] = np.diff(self.recent_indptr_)
+        self.recent_indptr_ = np.zeros(len(vocab) + 1, np.int64)
+        np.cumsum(lengths, out=self.recent_indptr_[1:])
+        fresh = self._known_user_vectors(new_pos)
+        self.user_vectors_ = _stack_rows(self.user_vectors_, fresh, old_pos, new_pos)
+        return int(new_vocab.ids.size)
+
+    # ---- persistence ----------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "weights": self.weights_,
+            "arch": self.arch_,
+            "item_side": self.item_side_.state(),
+            "user_side": self.user_side_.state(),
+            "pop_stats": None if self.pop_stats_ is None else list(self.pop_stats_),
+            "text_kind": self.text_kind_,
+            "text_encoder": self.text_state_,
+            "item_codes": self.item_codes_,
+            "item_tokens": self.item_tokens_,
+            "item_numeric": self.item_numeric_,
+            "item_text": self.item_text_,
+            "user_codes": self.user_codes_,
+            "user_tokens": self.user_tokens_,
+            "user_numeric": self.user_numeric_,
+            "recent_indptr": self.recent_indptr_,
+            "recent_items": self.recent_items_,
+            "item_vectors": self.item_vectors_,
+            "user_vectors": self.user_vectors_,
+            "train_log": self.train_log_,
+            "best_epoch": self.best_epoch_,
+            # The vectors are only valid against the vocabularies they were built on.
+            "item_ids": None if self.items_ is None else self.items_.ids,
+            "user_ids": None if self.users_ is None else self.users_.ids,
+        }
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        for kind, vocab in (("item", self.items_), ("user", self.users_)):
+            ids = state.get(f"{kind}_ids")
+            if ids is not None and vocab is not None and not np.array_equal(vocab.ids, ids):
+                raise DataError(
+                    f"two_tower state covers {len(ids)} {kind}s but was restored with a "
+                    f"vocabulary of {len(vocab)}"
+                )
+        self.weights_ = state["weights"]
+        self.arch_ = dict(state["arch"])
+        self.item_side_ = _Side.from_state(state["item_side"])
+        self.user_side_ = _Side.from_state(state["user_side"])
+        pop = state["pop_stats"]
+        self.pop_stats_ = None if pop is None else (pop[0], pop[1])
+        self.text_kind_ = state["text_kind"]
+        self.text_state_ = state["text_encoder"]
+        for key in (
+            "item_codes",
+            "item_tokens",
+            "item_numeric",
+            "item_text",
+            "user_codes",
+            "user_tokens",
+            "user_numeric",
+            "recent_indptr",
+            "recent_items",
+            "item_vectors",
+            "user_vectors",
+        ):
+            setattr(self, f"{key}_", state[key])
+        self.train_log_ = list(state["train_log"])
+        self.best_epoch_ = int(state["best_epoch"])
+        self.net_ = None
+        self._build_index()
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+
+@contextmanager
+def _progress(show: bool, total: int) -> Iterator[tuple[Any, Any]]:
+    """A rich progress bar over epochs, with the loss and validation NDCG@10 beside it."""
+    if not show:
+        yield None, None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    progress = Progress(
+        TextColumn("[bold]two_tower"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}  val ndcg@10 {task.fields[ndcg]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    )
+    with progress:
+        yield progress, progress.add_task("train", total=total, loss="-", ndcg="-")
+
+
+def _checked_users(table: pl.DataFrame, users: Vocab) -> pl.DataFrame:
+    """``table`` when it has user ids of the interactions' id type."""
+    if "user_id" not in table.columns:
+        raise DataError(f"users table has no 'user_id' column (found: {table.columns})")
+    text = table.schema["user_id"] == pl.String
+    if len(users) and text == users.is_integer:
+        kind = ("integers", "text")
+        raise DataError(
+            f"user attribute ids are {kind[text]} but the interactions' user ids are "
+            f"{kind[not users.is_integer]}"
+        )
+    return table
+
+
+def _remap_rows(m: sp.csr_matrix, new_rows: NDArray[np.int64], n_rows: int) -> sp.csr_matrix:
+    """Move row i to ``new_rows[i]`` in a matrix with ``n_rows`` rows (a monotone map)."""
+    return sp.csr_matrix(_remap_columns(sp.csr_matrix(m.T), new_rows, n_rows).T)
+
+
+def _with_user_vocab(data: InteractionData, table: pl.DataFrame | None) -> InteractionData:
+    """``data`` with a user vocabulary covering the user attributes table too."""
+    if table is None:
+        return data
+    table = _checked_users(table, data.users)
+    vocab = Vocab(np.concatenate([data.users.ids, table["user_id"].to_numpy()]), kind="user")
+    if vocab == data.users:
+        return InteractionData(
+            data.matrix,
+            data.users,
+            data.items,
+            data.timestamps,
+            data.items_table,
+            data.events,
+            table,
+        )
+    rows = vocab.index(data.users.ids)
+    ts = data.timestamps
+    return InteractionData(
+        matrix=_remap_rows(data.matrix, rows, len(vocab)),
+        users=vocab,
+        items=data.items,
+        timestamps=None if ts is None else _remap_rows(ts, rows, len(vocab)),
+        items_table=data.items_table,
+        events=data.events,
+        users_table=table,
+    )
+
+
+def _recency_order(data: InteractionData) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Each user's training items, most recent first (by weight, then index, without times)."""
+    m = sp.csr_matrix(data.matrix)
+    m.sort_indices()
+    rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+    key = -m.data.astype(np.float64)
+    ts = data.timestamps
+    if ts is not None:
+        t = sp.csr_matrix(ts)
+        t.sort_indices()
+        n = m.shape[1]
+        keys_t = np.repeat(np.arange(t.shape[0]), np.diff(t.indptr)) * n + t.indices
+        keys_m = rows * n + m.indices
+        pos = np.minimum(np.searchsorted(keys_t, keys_m), max(keys_t.size - 1, 0))
+        found = keys_t[pos] == keys_m if keys_t.size else np.zeros(keys_m.size, bool)
+        key = -np.where(found, t.data[pos] if keys_t.size else 0.0, -np.inf)
+    order = np.lexsort((m.indices, key, rows))
+    return m.indptr.astype(np.int64), m.indices[order].astype(np.int64)
+
+
+def _truncate(
+    order: tuple[NDArray[np.int64], NDArray[np.int64]], length: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    indptr, items = order
+    lengths = np.minimum(np.diff(indptr), length)
+    new = np.zeros_like(indptr)
+    np.cumsum(lengths, out=new[1:])
+    take = np.repeat(indptr[:-1] - new[:-1], lengths) + np.arange(new[-1])
+    return new, items[take]
+
+
+def _windows(
+    order: tuple[NDArray[np.int64], NDArray[np.int64]], users: NDArray[np.int64], width: int
+) -> NDArray[np.int64]:
+    """The first ``width`` items of each user's ordered list (-1 pads; -1 users: none)."""
+    indptr, items = order
+    safe = np.maximum(users, 0)
+    starts = indptr[safe]
+    ends = np.where(users >= 0, indptr[safe + 1], starts)
+    pos = starts[:, None] + np.arange(width)[None, :]
+    ok = pos < ends[:, None]
+    out = np.full(pos.shape, -1, np.int64)
+    out[ok] = items[pos[ok]]
+    return out
+
+
+def _without_target(
+    hist: NDArray[np.int64], target: NDArray[np.int64], length: int
+) -> NDArray[np.int64]:
+    """Windows of ``length + 1`` items → ``length`` items, the training target left out."""
+    hist = hist.copy()
+    hit = hist == target[:, None]
+    hist[hit] = -1
+    hist[~hit.any(axis=1), length] = -1
+    # Close the gap: valid items first, in order (a stable sort on "is padding").
+    order = np.argsort(hist < 0, axis=1, kind="stable")
+    return np.take_along_axis(hist, order, axis=1)[:, :length]
+
+
+def _cut(hist: NDArray[np.int64], share: float, rng: np.random.Generator) -> NDArray[np.int64]:
+    """A ``share`` of the rows cut to their 0-4 most recent items (cold users, attributes only)."""
+    if share <= 0:
+        return hist
+    rows = np.flatnonzero(rng.random(hist.shape[0]) < share)
+    if rows.size:
+        keep = rng.integers(0, _COLD_MAX + 1, size=rows.size)
+        cols = np.arange(hist.shape[1])[None, :]
+        sub = hist[rows]
+        sub[cols >= keep[:, None]] = -1
+        hist = hist.copy()
+        hist[rows] = sub
+    return hist
+
+
+def _holdout(
+    matrix: sp.csr_matrix, n: int, rng: np.random.Generator
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """One random training item of up to ``n`` users with at least three items (sorted)."""
+    lengths = np.diff(matrix.indptr)
+    eligible = np.flatnonzero(lengths >= 3)
+    n = min(n, eligible.size // 2)
+    if n < 10:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    users = np.sort(rng.choice(eligible, size=n, replace=False))
+    pick = matrix.indptr[users] + (rng.random(n) * lengths[users]).astype(np.int64)
+    return users.astype(np.int64), matrix.indices[pick].astype(np.int64)
+
+
+def _drop_cells(
+    order: tuple[NDArray[np.int64], NDArray[np.int64]],
+    users: NDArray[np.int64],
+    items: NDArray[np.int64],
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """The ordered lists without the (user, item) cells given."""
+    indptr, ordered = order
+    if users.size == 0:
+        return order
+    rows = np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
+    n = int(ordered.max()) + 1 if ordered.size else 1
+    n = max(n, int(items.max()) + 1)
+    drop = np.isin(rows * n + ordered, users * n + items)
+    lengths = np.bincount(rows[~drop], minlength=indptr.size - 1)
+    new = np.zeros_like(indptr)
+    np.cumsum(lengths, out=new[1:])
+    return new, ordered[~drop]

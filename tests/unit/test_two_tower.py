@@ -1,0 +1,270 @@
+"""The two-tower model: learning, determinism, cold users and items, bundles, CLI and API.
+
+The data is the planted-cluster pattern with features that carry it: each item's genre is
+its cluster, and each user's ``segment`` attribute is theirs. Users 5001-5030 have
+attributes and no interaction at all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
+
+from hybridrec.bundle import Bundle, ModelStore, write_bundle
+from hybridrec.cli import app
+from hybridrec.config import Settings
+from hybridrec.data.dataset import InteractionData
+from hybridrec.data.split import random_split
+from hybridrec.data.synthetic import planted_clusters
+from hybridrec.evaluation.evaluator import Evaluator
+from hybridrec.models import Recommender, create_model
+from hybridrec.models.two_tower import TwoTower
+from hybridrec.serving.app import create_app
+
+GENRES = ("Space", "Romance", "Horror")
+N_USERS, N_ITEMS, CLUSTERS = 240, 60, 3
+NEW_USERS = list(range(5001, 5031))
+FAST = {"epochs": 12, "show_progress": False, "seed": 7, "tower_dims": [64], "min_epochs": 12}
+
+
+def cluster_of_item(ids: np.ndarray) -> np.ndarray:
+    return (np.asarray(ids, dtype=np.int64) - 1000) % CLUSTERS
+
+
+def cluster_of_user(uid: int) -> int:
+    return (uid - 1) % CLUSTERS if uid < 5000 else uid % CLUSTERS
+
+
+def catalog(item_ids: list[int]) -> pl.DataFrame:
+    rng = np.random.default_rng(0)
+    return pl.DataFrame(
+        {
+            "item_id": item_ids,
+            "title": [f"{GENRES[cluster_of_item(np.asarray([i]))[0]]} film {i}" for i in item_ids],
+            "categories": [[GENRES[int(cluster_of_item(np.asarray([i]))[0])]] for i in item_ids],
+            "year": rng.integers(1970, 2020, len(item_ids)),
+        }
+    )
+
+
+def users_table(user_ids: list[int]) -> pl.DataFrame:
+    rng = np.random.default_rng(1)
+    return pl.DataFrame(
+        {
+            "user_id": user_ids,
+            "segment": [f"s{cluster_of_user(u)}" for u in user_ids],
+            "age": rng.integers(18, 70, len(user_ids)).astype(np.float64),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def events() -> pl.DataFrame:
+    return planted_clusters(
+        n_users=N_USERS, n_items=N_ITEMS, n_clusters=CLUSTERS, per_user=10, seed=3
+    )
+
+
+def featured(df: pl.DataFrame) -> InteractionData:
+    items = sorted(set(df["item_id"].to_list()))
+    users = sorted(set(df["user_id"].to_list())) + NEW_USERS
+    return InteractionData.from_frame(
+        df, items_table=catalog(items), users_table=users_table(users)
+    )
+
+
+@pytest.fixture(scope="module")
+def data(events: pl.DataFrame) -> InteractionData:
+    return featured(events)
+
+
+@pytest.fixture(scope="module")
+def model(data: InteractionData) -> TwoTower:
+    fitted = create_model("two_tower", FAST).fit(data)
+    assert isinstance(fitted, TwoTower)
+    return fitted
+
+
+def own_share(recs, cluster) -> float:
+    shares = [(cluster_of_item(items) == cluster(uid)).mean() for uid, items, _ in recs]
+    return float(np.mean(shares))
+
+
+def test_beats_popularity_on_held_out_interactions(events: pl.DataFrame) -> None:
+    split = random_split(events, valid=0.0, test=0.2, seed=0)
+    train = featured(split.train)
+    ev = Evaluator(train, split.test)
+    tower = create_model("two_tower", FAST).fit(train)
+    pop = create_model("popularity").fit(train)
+    got = ev.evaluate(tower).metrics["ndcg@10"]
+    base = ev.evaluate(pop).metrics["ndcg@10"]
+    assert got > 1.3 * base, f"two_tower {got:.3f} vs popularity {base:.3f}"
+    assert tower.train_log_ and all(np.isfinite(e["loss"]) for e in tower.train_log_)
+
+
+def test_known_users_get_their_cluster(model: TwoTower, data: InteractionData) -> None:
+    users = [u for u in data.users.to_list() if u < 5000]
+    assert own_share(model.recommend(users, 5), cluster_of_user) >= 0.9
+
+
+def test_same_seed_same_model(data: InteractionData, model: TwoTower) -> None:
+    again = create_model("two_tower", FAST).fit(data)
+    np.testing.assert_allclose(again.item_vectors_, model.item_vectors_, atol=1e-4)
+    losses = [e["loss"] for e in model.train_log_]
+    np.testing.assert_allclose([e["loss"] for e in again.train_log_], losses, rtol=1e-4)
+
+
+def test_new_user_with_item_ids_is_folded_in(model: TwoTower) -> None:
+    history = {
+        90_000 + c: [i for i in range(1000, 1000 + N_ITEMS) if (i - 1000) % CLUSTERS == c][:5]
+        for c in range(CLUSTERS)
+    }
+    recs = model.recommend(list(history), 5, history=history)
+    assert all(items.size == 5 for _, items, _ in recs)
+    assert own_share(recs, lambda u: u - 90_000) >= 0.8
+
+
+def test_attribute_only_users_get_personalized_results(model: TwoTower) -> None:
+    # Users of the attributes table with no interaction: answered from attributes alone.
+    recs = model.recommend(NEW_USERS, 5)
+    assert all(items.size == 5 for _, items, _ in recs)
+    assert own_share(recs, cluster_of_user) >= 0.7
+    # And users who signed up after training, added without retraining.
+    late = [7002, 7003, 7004]  # segments s1, s2, s0 (uid % 3... by cluster_of_user)
+    added = users_table(late)
+    assert model.add_users(added) == 3
+    assert model.add_users(added) == 0
+    recs = model.recommend(late, 5)
+    assert all(items.size == 5 for _, items, _ in recs)
+    assert own_share(recs, cluster_of_user) >= 0.6
+    vectors = model.user_vectors(late)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_new_item_gets_a_vector_from_its_features(model: TwoTower, tmp_path: Path) -> None:
+    model = Recommender.load(model.save(tmp_path / "copy.joblib"))  # the fixture stays as is
+    assert isinstance(model, TwoTower)
+    new_ids = [2000, 2001, 2002]
+    table = pl.DataFrame(
+        {
+            "item_id": new_ids,
+            "title": ["Space film new", "Romance film new", "Horror film new"],
+            "categories": [["Space"], ["Romance"], ["Horror"]],
+            "year": [2021, 2022, 2023],
+        }
+    )
+    assert model.add_items(table) == 3
+    assert all(i in model.items_ for i in new_ids)
+    vectors = model.item_vectors_[model.items_.index(new_ids)]
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    sims = model.similar_items(new_ids, k=5)
+    for c, (_, neighbours, _) in enumerate(sims):
+        old = neighbours[neighbours < 2000]
+        assert (cluster_of_item(old) == c).mean() >= 0.6, f"genre {GENRES[c]}: {neighbours}"
+
+
+def test_round_trips_through_a_bundle_and_a_file(
+    model: TwoTower, data: InteractionData, tmp_path: Path
+) -> None:
+    users = [1, 2, 3, NEW_USERS[0]]
+    history = {99_999: [1000, 1003, 1006]}
+    want = model.recommend(users, 8)
+    want_fold = model.recommend([99_999], 8, history=history)
+    root = tmp_path / "models"
+    pop = create_model("popularity").fit(data)
+    ModelStore(root).write_version(
+        lambda path: {
+            **write_bundle(path, {"popularity": pop, "two_tower": model}),
+            "default_model": "two_tower",
+        }
+    )
+    reopened = Bundle.open(root / ModelStore(root).current())
+    loaded_file = Recommender.load(model.save(tmp_path / "tt.joblib"))
+    for loaded in (reopened.model("two_tower"), loaded_file):
+        got = loaded.recommend(users, 8)
+        np.testing.assert_array_equal(got.indices, want.indices)
+        np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
+        fold = loaded.recommend([99_999], 8, history=history)
+        np.testing.assert_array_equal(fold.indices, want_fold.indices)
+        np.testing.assert_allclose(fold.scores, want_fold.scores, atol=1e-5)
+
+
+STRATEGY = ("--strategy", "two_tower")
+NO_EVAL = ("--no-evaluate",)
+TRAIN_CONFIG = """
+[data]
+source = "files"
+interactions = "train.csv"
+items = "items.csv"
+users = "users.csv"
+
+[models.popularity]
+
+[models.two_tower]
+epochs = 8
+min_epochs = 8
+tower_dims = [64]
+show_progress = false
+seed = 7
+"""
+
+
+@pytest.fixture(scope="module")
+def store(events: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model store trained through the CLI (popularity and two_tower, with attributes)."""
+    root = tmp_path_factory.mktemp("two-tower-store")
+    events.select("user_id", "item_id", "timestamp").write_csv(root / "train.csv")
+    items = catalog(sorted(set(events["item_id"].to_list())))
+    items.with_columns(pl.col("categories").list.join("|")).write_csv(root / "items.csv")
+    users = sorted(set(events["user_id"].to_list())) + NEW_USERS
+    users_table(users).write_csv(root / "users.csv")
+    (root / "tt.toml").write_text(TRAIN_CONFIG, encoding="utf-8")
+    model_dir = root / "models"
+    result = CliRunner().invoke(
+        app,
+        ["train", "--config", str(root / "tt.toml"), "--model-dir", str(model_dir), *NO_EVAL],
+        env={"HYBRIDREC_MODEL_DIR": None, "OPENBLAS_NUM_THREADS": "1"},
+    )
+    assert result.exit_code == 0, result.stdout + result.stderr
+    return model_dir
+
+
+def test_cli_recommends_with_the_two_tower_strategy(store: Path) -> None:
+    for user in ("4", str(NEW_USERS[1])):
+        result = CliRunner().invoke(
+            app,
+            ["recommend", "--model-dir", str(store), "--user", user, "-k", "5", *STRATEGY],
+            env={"HYBRIDREC_MODEL_DIR": None},
+        )
+        assert result.exit_code == 0, result.stdout + result.stderr
+        rows = pl.read_csv(result.stdout.encode())
+        assert rows.height == 5
+        assert set(rows["method"].to_list()) == {"two_tower"}, rows
+
+
+def test_api_recommends_with_the_two_tower_strategy(store: Path, tmp_path: Path) -> None:
+    settings = Settings(
+        model_dir=store, data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/events.db"
+    )
+    with TestClient(create_app(settings)) as client:
+        body = client.get("/recommend/user/4", params={"strategy": "two_tower", "k": 5}).json()
+        assert body["method_used"] == "two_tower", body
+        assert len(body["items"]) == 5
+        own = [(it["item_id"] - 1000) % CLUSTERS for it in body["items"]]
+        assert np.mean(np.asarray(own) == cluster_of_user(4)) >= 0.6
+        # A visitor with five item ids the model never saw as a user.
+        visit = [i for i in range(1000, 1000 + N_ITEMS) if (i - 1000) % CLUSTERS == 2][:5]
+        body = client.post(
+            "/recommend", json={"item_ids": visit, "strategy": "two_tower", "k": 5}
+        ).json()
+        assert body["method_used"] == "two_tower", body
+        assert len(body["items"]) == 5
+        # A user known only by attributes.
+        uid = NEW_USERS[2]
+        body = client.get(f"/recommend/user/{uid}", params={"strategy": "two_tower"}).json()
+        assert body["method_used"] == "two_tower", body
