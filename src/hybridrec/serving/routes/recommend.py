@@ -4,9 +4,11 @@ The routes only translate: request → `strategies.recommend` (the library's one
 → response. Answering is CPU-bound, so it runs on a small, bounded pool of threads, off the
 event loop: ``/health``, ``/health/ready`` and ``POST /events`` stay fast while
 recommendations saturate the process. Answers of a kind that has taken under
-``HYBRIDREC_INLINE_MS`` of CPU on average (2 ms; an ALS request: about one) run on the loop
-itself, because for them the hop to the answer thread and back costs more than the work;
-they take turns, one per loop iteration, so that the loop polls its sockets between two.
+``HYBRIDREC_INLINE_MS`` of CPU on average (5 ms; an ALS request: one to two) run on the
+loop itself, because for them the hop to the answer thread and back costs more than the
+work; they take turns, one per loop iteration, so that the loop polls its sockets between
+two. Database work (``/health``'s ping, stored events) runs `promptly`: on a thread while
+no answer starts, so that it waits for one answer at most, not for the GIL behind them.
 """
 
 from __future__ import annotations
@@ -61,12 +63,16 @@ _COSTS: dict[Hashable, float] = {}
 
 
 def inline_below_s() -> float:
-    """Answers cheaper than this on average run on the loop (``HYBRIDREC_INLINE_MS``, 2 ms).
+    """Answers cheaper than this on average run on the loop (``HYBRIDREC_INLINE_MS``, 5 ms).
+
+    5 rather than less: a slower machine (or a busy one) must not push ALS answers (1-2 ms
+    here) over it to the pool, whose hop costs about as much again; a probe waits behind one
+    inline answer at most (`promptly`).
 
     Raises:
         ConfigError: The variable is not a non-negative number (0 turns inlining off).
     """
-    raw = os.environ.get("HYBRIDREC_INLINE_MS", "").strip() or "2.0"
+    raw = os.environ.get("HYBRIDREC_INLINE_MS", "").strip() or "5.0"
     try:
         value = float(raw)
     except ValueError:
