@@ -10,9 +10,10 @@ export HYBRIDREC_DATA_HOME ?= $(abspath ../shared/datasets)
 export OPENBLAS_NUM_THREADS ?= 1
 MODEL_DIR ?= models
 # Everything the test suite exercises: serve (FastAPI, SQLAlchemy, PostgreSQL driver),
-# content (FAISS, scikit-learn, sentence-transformers)
-# and neural (torch 2.13.0 CPU, pinned: a looser pin pulls a multi-GB CUDA build).
-EXTRAS ?= dev,serve,content,neural
+# content (FAISS, scikit-learn, sentence-transformers),
+# neural (torch 2.13.0 CPU, pinned: a looser pin pulls a multi-GB CUDA build)
+# and track (MLflow: every train / evaluate / tune run, and the model registry).
+EXTRAS ?= dev,serve,content,neural,track
 
 .PHONY: help venv install run train evaluate test lint typecheck pytest bench bench-quality bench-als bench-bundle bench-ann bench-content bench-serve bench-data bench-batch bench-train-scale bench-topk clean
 

@@ -63,3 +63,15 @@ def planted(planted_spec: PlantedSpec) -> pl.DataFrame:
 def planted_data(planted: pl.DataFrame) -> InteractionData:
     """`InteractionData` of `planted` (treat as read-only: it is shared by the session)."""
     return InteractionData.from_frame(planted)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tracking_off() -> Any:
+    """MLflow tracking off for the suite (tests/integration/test_tracking.py turns it on).
+
+    Otherwise every ``train`` of the suite would write runs into ``~/.hybridrec/mlflow`` and
+    spend seconds opening that store.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HYBRIDREC_TRACKING", "false")
+        yield

@@ -168,6 +168,7 @@ def train(
     from hybridrec.config import load_config
     from hybridrec.evaluation.report import comparison_table, segment_table
     from hybridrec.pipeline.train import train_pipeline
+    from hybridrec.tracking import tracked_run
 
     if valid_path is not None and train_path is None:
         raise DataError("--valid needs --train")
@@ -176,19 +177,21 @@ def train(
     cfg = load_config(config)
     options = _bundle_options(cfg.bundle, compress, compress_level, float32)
     start = time.perf_counter()
-    result = train_pipeline(
-        cfg,
-        model_dir,
-        data_home=data_home,
-        train_path=train_path,
-        valid_path=valid_path,
-        items_path=items_path,
-        users_path=users_path,
-        promote=promote,
-        evaluate=evaluate,
-        bundle_options=options,
-        console=err,
-    )
+    with tracked_run("train", cfg, console=err) as run:
+        result = train_pipeline(
+            cfg,
+            model_dir,
+            data_home=data_home,
+            train_path=train_path,
+            valid_path=valid_path,
+            items_path=items_path,
+            users_path=users_path,
+            promote=promote,
+            evaluate=evaluate,
+            bundle_options=options,
+            console=err,
+        )
+        run.add_train(result, model_dir, promoted=promote)
     if result.reports:
         ks = cfg.evaluation.k
         out.print(comparison_table(result.reports, ks, target=cfg.evaluation.target))
@@ -248,41 +251,71 @@ def evaluate(
     With --model-dir, the stored models of the current version (or --version) are scored
     on --test as they are, without training.
     """
-    from hybridrec.config import load_config
     from hybridrec.evaluation.report import (
         comparison_table,
         plot_reports,
         reports_to_json,
         segment_table,
     )
+    from hybridrec.tracking import tracked_run
 
     progress = err if output_format is OutputFormat.table else None
     start = time.perf_counter()
+    with tracked_run("evaluate", console=err) as run:
+        cfg, reports, prepared = _evaluate_any(
+            config,
+            train_path,
+            test_path,
+            items_path,
+            users_path,
+            model_dir,
+            version,
+            data_home,
+            progress,
+        )
+        run.add_config(cfg)
+        run.add_reports(reports)
+        total = time.perf_counter() - start
+        if output_format is OutputFormat.json:
+            sys.stdout.write(reports_to_json(reports) + "\n")
+        else:
+            out.print(comparison_table(reports, cfg.evaluation.k, target=cfg.evaluation.target))
+            out.print(segment_table(reports, target=cfg.evaluation.target))
+            out.print(f"{len(reports)} models, {reports[0].n_users} test users, {total:.1f}s")
+            if cold_start and prepared is not None:
+                _print_cold_start(cfg, prepared)
+        if plot is not None:
+            run.add_artifact(plot_reports(reports, plot, ks=cfg.evaluation.k), "plots")
+
+
+def _evaluate_any(
+    config: Path | None,
+    train_path: Path | None,
+    test_path: Path | None,
+    items_path: Path | None,
+    users_path: Path | None,
+    model_dir: Path | None,
+    version: str | None,
+    data_home: Path | None,
+    progress: Console | None,
+) -> tuple[Any, list[Any], Any]:
+    """``evaluate``'s config, reports and prepared data (a stored version's or a config's)."""
+    from hybridrec.config import load_config
+
     if model_dir is not None:
         if test_path is None or train_path is not None:
             raise DataError("--model-dir takes --test (and no --train: the models are trained)")
         cfg, reports = _evaluate_stored(model_dir, version, test_path, config)
-        prepared = None
-    else:
-        if (train_path is None) != (test_path is None):
-            raise DataError("--train and --test go together")
-        if train_path is None and (items_path is not None or users_path is not None):
-            raise DataError("--items and --users go with --train and --test")
-        cfg = load_config(config)
-        reports, prepared = _evaluate_config(
-            cfg, train_path, test_path, data_home, progress, items_path, users_path
-        )
-    total = time.perf_counter() - start
-    if output_format is OutputFormat.json:
-        sys.stdout.write(reports_to_json(reports) + "\n")
-    else:
-        out.print(comparison_table(reports, cfg.evaluation.k, target=cfg.evaluation.target))
-        out.print(segment_table(reports, target=cfg.evaluation.target))
-        out.print(f"{len(reports)} models, {reports[0].n_users} test users, {total:.1f}s")
-        if cold_start and prepared is not None:
-            _print_cold_start(cfg, prepared)
-    if plot is not None:
-        plot_reports(reports, plot, ks=cfg.evaluation.k)
+        return cfg, reports, None
+    if (train_path is None) != (test_path is None):
+        raise DataError("--train and --test go together")
+    if train_path is None and (items_path is not None or users_path is not None):
+        raise DataError("--items and --users go with --train and --test")
+    cfg = load_config(config)
+    reports, prepared = _evaluate_config(
+        cfg, train_path, test_path, data_home, progress, items_path, users_path
+    )
+    return cfg, reports, prepared
 
 
 def _print_cold_start(cfg: Any, prepared: Any) -> None:
@@ -359,8 +392,11 @@ def _evaluate_stored(
     """Score a stored version's models on a test file, preprocessed as at training."""
     from hybridrec.pipeline.artifacts import load_pipeline
     from hybridrec.pipeline.train import evaluate_fitted
+    from hybridrec.tracking import active
 
     bundle = load_pipeline(model_dir, version)
+    if (run := active()) is not None:
+        run.tags["bundle_version"] = bundle.version
     cfg, test_df = _held_out_for(bundle, test_path, config)
     return cfg, evaluate_fitted(bundle.models(), test_df, cfg.evaluation)
 
@@ -764,6 +800,7 @@ def tune(
         extra={"tuned": {"model": model, "on": str(valid_path), "target": target, "weights": best}},
         promote=promote,
     )
+    _sync_registry(model_dir)
     state = "current" if promote else "not promoted"
     out.print(
         f"{model}: {target} {before:.4f} -> {max(t[1] for t in weight_trials):.4f} with "
@@ -786,6 +823,7 @@ def _tune_config(
     from hybridrec.config import config_to_toml, load_config
     from hybridrec.evaluation.report import comparison_table
     from hybridrec.pipeline.search import tune_config
+    from hybridrec.tracking import tracked_run
 
     if valid_path is not None and train_path is None:
         raise DataError("--valid needs --train")
@@ -795,25 +833,29 @@ def _tune_config(
         raise DataError(f"{output}: output must end in .toml")
     cfg = load_config(config)
     start = time.perf_counter()
-    best, reports = tune_config(
-        cfg,
-        trials=trials,
-        budget_s=budget_s,
-        train_path=train_path,
-        valid_path=valid_path,
-        items_path=items_path,
-        data_home=data_home,
-        console=err,
-    )
-    out.print(comparison_table(reports, cfg.evaluation.k, target=cfg.evaluation.target))
-    header = (
-        f"hybridrec tune --config {config}: the chosen values of every searched model\n"
-        f"(on the validation split, {cfg.evaluation.target}); load it with --config."
-    )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_text(config_to_toml(best, header), encoding="utf-8")
-    tmp.replace(output)
+    with tracked_run("tune", cfg, console=err) as run:
+        best, reports = tune_config(
+            cfg,
+            trials=trials,
+            budget_s=budget_s,
+            train_path=train_path,
+            valid_path=valid_path,
+            items_path=items_path,
+            data_home=data_home,
+            console=err,
+        )
+        run.add_reports(reports)
+        run.add_params({name: spec.params for name, spec in best.models.items()}, "chosen")
+        out.print(comparison_table(reports, cfg.evaluation.k, target=cfg.evaluation.target))
+        header = (
+            f"hybridrec tune --config {config}: the chosen values of every searched model\n"
+            f"(on the validation split, {cfg.evaluation.target}); load it with --config."
+        )
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = output.with_name(f".{output.name}.tmp")
+        tmp.write_text(config_to_toml(best, header), encoding="utf-8")
+        tmp.replace(output)
+        run.add_artifact(output)
     out.print(f"wrote {output} — {time.perf_counter() - start:.1f}s")
 
 
@@ -824,6 +866,13 @@ def _store(model_dir: Path) -> Any:
     from hybridrec.bundle import ModelStore
 
     return ModelStore(model_dir)
+
+
+def _sync_registry(model_dir: Path) -> None:
+    """Mirror the store in the MLflow registry (new versions, ``champion``); never fails."""
+    from hybridrec.tracking import sync_store
+
+    sync_store(model_dir, err)
 
 
 @bundle_app.command("list")
@@ -920,6 +969,7 @@ def bundle_promote(
     if verify:
         Bundle.open(store.path(version))
     store.promote(version)
+    _sync_registry(model_dir)
     out.print(f"current: {version}")
 
 
@@ -930,6 +980,7 @@ def bundle_rollback(model_dir: ModelDirOpt = Path("models")) -> None:
     store = _store(model_dir)
     before = store.current()
     now = store.rollback()
+    _sync_registry(model_dir)
     out.print(f"rolled back {before} -> current: {now}")
 
 
@@ -980,6 +1031,7 @@ def bundle_save(
     start = time.perf_counter()
     target = ModelStore(to) if to is not None else src
     new = save_derived(bundle, target, options=options, top_n=top, promote=promote)
+    _sync_registry(target.root)
     state = "current" if promote else "not promoted"
     out.print(
         f"saved version [bold]{new}[/bold] ({state}) in {target.root} from {bundle.version}: "
@@ -1026,6 +1078,7 @@ def bundle_import(
 
     store = ModelStore(model_dir)
     new = store.write_version(write, promote=promote)
+    _sync_registry(model_dir)
     for role, what in result.sources.items():
         err.print(f"  {role}: {escape(what)}")
     state = "current" if promote else "not promoted"

@@ -27,6 +27,7 @@ __all__ = [
     "SearchRange",
     "Settings",
     "SplitConfig",
+    "TrackingConfig",
     "TuningConfig",
     "config_to_toml",
     "load_config",
@@ -68,6 +69,11 @@ class Settings(BaseSettings):
     #: Largest request body accepted, in bytes (streamed bodies are counted as they come);
     #: a larger one is answered 413.
     max_body_bytes: int = Field(default=1_000_000, ge=1)
+
+    # ---- tracking (``hybridrec.tracking``) -----------------------------------------------------
+    #: False turns MLflow tracking off for this process, whatever a config's ``[tracking]``
+    #: says (``HYBRIDREC_TRACKING=false``: test suites, CI, timing benchmarks).
+    tracking: bool = True
 
 
 class _Strict(BaseModel):
@@ -177,6 +183,24 @@ class BundleConfig(_Strict):
         return self
 
 
+class TrackingConfig(_Strict):
+    """MLflow experiment tracking and model registry (`hybridrec.tracking`)."""
+
+    #: Record every train / evaluate / tune run in MLflow and register every stored version
+    #: (needs the ``track`` extra; without mlflow, runs say once that tracking is off).
+    enabled: bool = True
+    #: Tracking (and registry) URI; ``MLFLOW_TRACKING_URI`` overrides it. Unset: SQLite
+    #: ``mlflow/mlflow.db`` in the data directory (``HYBRIDREC_DATA_DIR``, ``~/.hybridrec``).
+    uri: str | None = None
+    #: Where a new experiment keeps its artifacts. Unset: the server's choice for an
+    #: ``http(s)://`` URI, else ``mlflow/artifacts`` in the data directory.
+    artifacts: str | None = None
+    #: Experiment the runs are recorded in.
+    experiment: str = Field(default="hybridrec", min_length=1)
+    #: Registered model whose versions mirror the store's versions ("": no registry).
+    registered_model: str = "hybridrec"
+
+
 class TuningConfig(_Strict):
     """How hyperparameter search spaces (``[models.<name>.search]``) are searched."""
 
@@ -249,6 +273,8 @@ class PipelineConfig(_Strict):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     #: How search spaces are searched.
     tuning: TuningConfig = Field(default_factory=TuningConfig)
+    #: MLflow tracking of the runs and the model registry.
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     #: After tuning, refit on train + valid before testing (else on train only).
     refit_on_valid: bool = True
 

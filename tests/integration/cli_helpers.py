@@ -19,6 +19,33 @@ from hybridrec.data.synthetic import planted_clusters
 HYBRIDREC = Path(sys.executable).parent / "hybridrec"
 ERROR_LINE = re.compile(r"^error: \S")
 
+#: A small pipeline with two searched models (ALS, item-kNN), 4 trials each.
+SEARCH_CONFIG = """
+[tuning]
+trials = 4
+budget_s = 60
+seed = 5
+
+[models.popularity]
+
+[models.als]
+factors = 16
+iterations = 5
+random_state = 1
+num_threads = 1
+
+[models.als.search]
+factors = { low = 4, high = 32, log = true, type = "int" }
+regularization = { low = 0.01, high = 10.0, log = true }
+
+[models.itemknn]
+neighbors = 20
+
+[models.itemknn.search]
+neighbors = { low = 3, high = 60, type = "int" }
+similarity = ["cosine", "bm25"]
+"""
+
 
 # --- helpers ------------------------------------------------------------------------------------
 

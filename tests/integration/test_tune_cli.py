@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import (
+    SEARCH_CONFIG,
     assert_error,
     assert_ok,
     invoke,
@@ -21,32 +22,6 @@ from cli_helpers import (
 )
 
 from hybridrec.config import load_config
-
-SEARCH_CONFIG = """
-[tuning]
-trials = 4
-budget_s = 60
-seed = 5
-
-[models.popularity]
-
-[models.als]
-factors = 16
-iterations = 5
-random_state = 1
-num_threads = 1
-
-[models.als.search]
-factors = { low = 4, high = 32, log = true, type = "int" }
-regularization = { low = 0.01, high = 10.0, log = true }
-
-[models.itemknn]
-neighbors = 20
-
-[models.itemknn.search]
-neighbors = { low = 3, high = 60, type = "int" }
-similarity = ["cosine", "bm25"]
-"""
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,7 @@ HEAVY = (
     "hybridrec.models.ease",
     "hybridrec.embed",
     "hybridrec.index",
+    "mlflow",
 )
 
 REPORT = f"""

@@ -35,6 +35,7 @@ from hybridrec.evaluation.evaluator import Evaluator
 from hybridrec.models.base import Recommender
 from hybridrec.models.hybrid import ComposedRecommender, running_exclude_seen
 from hybridrec.models.registry import create_model, get_model_class
+from hybridrec.tracking.record import record_trials
 
 if TYPE_CHECKING:
     from hybridrec.evaluation.evaluator import ModelReport
@@ -270,6 +271,8 @@ def search_model(
         progress.remove_task(task)
     best_params, best_score = max(history, key=lambda t: t[1])
     seconds = time.perf_counter() - start
+    times = [(t.datetime_start, t.datetime_complete) for t in study.trials]
+    record_trials(label, target, history, times)  # nested runs of a tracked run
     best_model = kept[0][1] if kept and kept[0][0] == best_score else None
     if console is not None:
         shown = {k: v for k, v in best_params.items() if k in space}

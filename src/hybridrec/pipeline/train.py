@@ -62,6 +62,7 @@ from hybridrec.models.footprint import DataShape, human_bytes, memory_budget
 from hybridrec.models.hybrid import ComposedRecommender, Hybrid, tune_weights
 from hybridrec.models.registry import create_model, get_model_class
 from hybridrec.pipeline.search import search_model
+from hybridrec.tracking.record import active as tracking_run
 
 __all__ = [
     "PreparedData",
@@ -427,6 +428,9 @@ def evaluate_pipeline(
         else None
     )
     fit_df = split.train_valid() if cfg.refit_on_valid else split.train
+    if (run := tracking_run()) is not None:
+        run.add_data("train", fingerprint(fit_df))
+        run.add_data("test", fingerprint(split.test))
     fit_data = InteractionData.from_frame(fit_df, items_table=items)
     test_eval = Evaluator(fit_data, split.test, **eval_kw)
     reports: dict[str, ModelReport] = {}
