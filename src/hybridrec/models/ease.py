@@ -198,9 +198,9 @@ def _inverse_by_users(x: sp.csr_matrix, lam: float) -> NDArray[Any]:
         k_inv = sl.cho_solve(factor, np.eye(kernel.shape[0]), check_finite=False)
     # Xᵀ as CSR: each row of the products accumulates in cache (scipy's CSC product
     # scatters over the whole items × items result, twice as slow).
-    xt = sp.csr_matrix(x64.T)
-    right = np.ascontiguousarray((xt @ k_inv).T, dtype=x.dtype)  # (XXᵀ + λI)⁻¹X
-    p = np.asarray(xt.astype(x.dtype) @ right)  # the items × items part Woodbury subtracts
+    xt = sp.csr_matrix(x.T)
+    right = np.ascontiguousarray((xt @ k_inv).T, dtype=x.dtype)  # (XXᵀ + λI)⁻¹X, float64 sums
+    p = np.asarray(xt @ right)  # the items × items part Woodbury subtracts
     p *= -1.0
     p[np.diag_indices(n)] += 1.0
     p /= lam

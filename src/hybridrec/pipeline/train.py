@@ -628,7 +628,7 @@ def _tuned_on(specs: dict[str, ModelSpec]) -> set[str]:
             spec.search and any(k in spec.search for k in ("cold", "warm", "hot"))
         ):
             return set(specs)
-        if spec.tune_weights or spec.search or spec.tune or spec.tune_routes:
+        if spec.tune_weights or spec.search or spec.tune:
             needed.update(_components(spec.model, dict(spec.params)))
     return needed
 
