@@ -171,6 +171,11 @@ class BundleConfig(_Strict):
     #: hybrid (serving blends them instead of scoring the catalog), up to this many MiB
     #: per hybrid; 0: none.
     precompute_candidates_mb: int = Field(default=256, ge=0)
+    #: Store each known user's top-N of every model that scores the whole catalog per
+    #: request (ALS, EASE) in the model (serving reads it instead; same answers)...
+    precompute_ranking: int = Field(default=100, ge=0, le=1000)
+    #: ...up to this many MiB per model (users x N x 8 bytes); 0: none.
+    precompute_ranking_mb: int = Field(default=256, ge=0)
     #: Versions kept in the store after a training run (current and its rollback target
     #: always stay); 0 keeps all.
     keep_versions: int = Field(default=10, ge=0)

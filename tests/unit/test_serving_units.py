@@ -321,3 +321,57 @@ def test_service_follows_the_current_pointer(
     assert refused is not None and not refused.ok and service.bundle.version == v2
     assert service.follow_current() is None  # not retried until the pointer moves
     assert ModelService(tmp_path, version=v1).follow_current() is None
+
+
+# ---- query models ---------------------------------------------------------------------------
+
+
+def _request(query: str) -> Any:
+    from starlette.requests import Request
+
+    return Request({"type": "http", "method": "GET", "path": "/", "query_string": query.encode()})
+
+
+def test_query_parsed_like_fastapi_would() -> None:
+    from hybridrec.serving.query import parse_query
+    from hybridrec.serving.schemas import AnswerOptions
+
+    got = parse_query(
+        AnswerOptions,
+        _request("k=3&strategy=als&exclude_seen=false&category=Drama&category=Comedy&mmr=0.5&x=1"),
+    )
+    assert got == AnswerOptions(
+        k=3,
+        strategy=Strategy.als,
+        exclude_seen=False,
+        category=["Drama", "Comedy"],
+        mmr=0.5,
+    )
+    assert parse_query(AnswerOptions, _request("")) == AnswerOptions()
+
+
+def test_bad_query_values_are_422_errors_located_in_the_query() -> None:
+    from fastapi.exceptions import RequestValidationError
+
+    from hybridrec.serving.query import parse_query
+    from hybridrec.serving.schemas import AnswerOptions
+
+    with pytest.raises(RequestValidationError) as caught:
+        parse_query(AnswerOptions, _request("k=abc&mmr=nan&strategy=nope&k=0"))
+    locs = sorted(tuple(e["loc"]) for e in caught.value.errors())
+    # The last of repeated values counts, as in FastAPI.
+    assert locs == [("query", "k"), ("query", "mmr"), ("query", "strategy")]
+    assert all("url" not in e for e in caught.value.errors())
+
+
+def test_query_model_is_documented_as_query_parameters() -> None:
+    from hybridrec.serving.query import query_parameters
+    from hybridrec.serving.schemas import AnswerOptions
+
+    params = {p["name"]: p for p in query_parameters(AnswerOptions)["parameters"]}
+    assert set(params) == set(AnswerOptions.model_fields)
+    assert all(p["in"] == "query" and not p["required"] for p in params.values())
+    assert params["k"]["schema"]["maximum"] >= 1 and params["k"]["description"]
+    # The enum is inlined (no dangling $ref into the model's own definitions).
+    assert "$ref" not in str(params["strategy"]["schema"])
+    assert "als" in str(params["strategy"]["schema"])

@@ -20,9 +20,11 @@ import hashlib
 import hmac
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from joblib import numpy_pickle
 
 from hybridrec.errors import IntegrityError
@@ -138,7 +140,22 @@ def check_signature(version_dir: Path, manifest_bytes: bytes) -> str:
 
 
 class _GuardedUnpickler(numpy_pickle.NumpyUnpickler):  # type: ignore[misc]
-    """joblib's unpickler, resolving only allow-listed classes."""
+    """joblib's unpickler, resolving only allow-listed classes.
+
+    Memory-mapped arrays come back as plain ndarray views of the map: `numpy.memmap`
+    runs Python code on every index and slice (about a microsecond each, a dozen per
+    request), a plain view of the same pages does not.
+    """
+
+    dispatch = numpy_pickle.NumpyUnpickler.dispatch.copy()
+
+    def load_build(self) -> None:
+        super().load_build()
+        top = self.stack[-1]
+        if isinstance(top, np.memmap):
+            self.stack[-1] = top.view(np.ndarray)
+
+    dispatch[pickle.BUILD[0]] = load_build
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED:

@@ -76,6 +76,7 @@ class ALS(Recommender):
     name = "als"
     Config = ALSConfig
     represents_users = True
+    ranks_whole_catalog = True
     config: ALSConfig
 
     @classmethod

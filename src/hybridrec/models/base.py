@@ -401,6 +401,9 @@ class Recommender(ABC):
     #: Whether known users have a learned representation (factors) that answers even when
     #: their stored history is empty (as after importing factors without interactions).
     represents_users: ClassVar[bool] = False
+    #: Whether `precompute_ranking` pays: the model scores the whole catalog for every
+    #: request (ALS, EASE), so a stored ranking of each known user saves that work.
+    ranks_whole_catalog: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:
         if config is not None and params:
@@ -414,6 +417,9 @@ class Recommender(ABC):
         self.users_: Vocab | None = None
         self.items_: Vocab | None = None
         self.user_items_: sp.csr_matrix | None = None
+        #: Known users' stored top-N (`precompute_ranking`): ``items`` (users × N, int32,
+        #: -1 past the end of a short ranking) and ``scores`` (float32).
+        self.ranking_: dict[str, NDArray[Any]] | None = None
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
@@ -428,8 +434,70 @@ class Recommender(ABC):
         self.users_ = data.users
         self.items_ = data.items
         self.user_items_ = data.matrix.astype(np.float32).tocsr()
+        self.ranking_ = None
         self._fit(data)
         return self
+
+    def precompute_ranking(self, n: int, max_bytes: int) -> bool:
+        """Store every known user's top ``n`` (seen items excluded), as `recommend` ranks them.
+
+        A request for a known user with no new history and seen items excluded then reads
+        its answer there instead of scoring the catalog: the same items in the same order
+        (to the rounding of a batched product), item filters included whenever the stored
+        ranking holds ``k`` items that pass them (else the catalog is scored as before).
+        Nothing is stored when the table would take more than ``max_bytes``.
+        Returns whether it stored it.
+        """
+        users = self._fitted()[0]
+        n = min(n, len(self._fitted()[1]))
+        self.ranking_ = None
+        if n <= 0 or len(users) * n * 8 > max_bytes:
+            return False
+        recs = self.recommend(users.ids, n)
+        self.ranking_ = {
+            "items": recs.indices.astype(np.int32),
+            "scores": recs.scores.astype(np.float32),
+        }
+        return True
+
+    def _stored_topk(
+        self,
+        users: NDArray[np.int64],
+        fold_in: NDArray[np.bool_],
+        k: int,
+        *,
+        exclude_seen: bool,
+        allowed: NDArray[np.bool_] | None,
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]] | None:
+        """`_block_topk` from `precompute_ranking`'s table, or None when it cannot answer."""
+        stored = self.ranking_
+        if stored is None or not exclude_seen or users.size == 0 or fold_in.any():
+            return None
+        table = stored["items"]
+        if users.min() < 0 or users.max() >= table.shape[0]:
+            return None
+        top = np.asarray(table[users], np.int64)
+        val = np.asarray(stored["scores"][users], np.float32)
+        # A row that ends in padding holds the user's whole ranking.
+        whole = top[:, -1] < 0
+        if allowed is not None:
+            keep = (top >= 0) & allowed[np.maximum(top, 0)]
+            if not (whole | (keep.sum(axis=1) >= k)).all():
+                return None
+            order = np.argsort(~keep, axis=1, kind="stable")
+            top = np.take_along_axis(top, order, axis=1)
+            val = np.take_along_axis(val, order, axis=1)
+            kept = np.take_along_axis(keep, order, axis=1)
+            top[~kept], val[~kept] = -1, -np.inf
+        elif k > top.shape[1] and not whole.all():
+            return None
+        width = min(k, max(len(self._fitted()[1]), 1))
+        if top.shape[1] < width:
+            # Whole rankings shorter than k: padded as `recommend` pads them.
+            pad = width - top.shape[1]
+            top = np.pad(top, ((0, 0), (0, pad)), constant_values=-1)
+            val = np.pad(val, ((0, 0), (0, pad)), constant_values=-np.inf)
+        return top[:, :width], val[:, :width]
 
     @abstractmethod
     def _fit(self, data: InteractionData) -> None:
@@ -496,9 +564,19 @@ class Recommender(ABC):
     ) -> Recommendations:
         """Recommend up to ``k`` items to each user; see the module docstring for the rules."""
         _check_k(k)
-        ids, idx, hist, fold_in = self._histories(user_ids, history)
         items = self._fitted()[1]
         allowed = filters.mask(items) if filters else None
+        if self.ranking_ is not None and not history:
+            # Known users answered from the stored ranking need no history rows at all.
+            users = self._fitted()[0]
+            ids = users.coerce(np.asarray(user_ids).ravel())
+            idx = users.index(ids, missing="mask")
+            stored = self._stored_topk(
+                idx, np.zeros(ids.size, bool), k, exclude_seen=exclude_seen, allowed=allowed
+            )
+            if stored is not None:
+                return Recommendations(ids, stored[0], stored[1], items)
+        ids, idx, hist, fold_in = self._histories(user_ids, history)
         n_items = len(items)
         # No row can hold more items than the catalog: k is capped there, so a huge k
         # allocates nothing more than the catalog (rows are padded only up to it).
@@ -590,6 +668,9 @@ class Recommender(ABC):
         with its own `_propose` (sparse or shared-ranking scores) ranks through it when no
         item filter applies.
         """
+        stored = self._stored_topk(users, fold_in, k, exclude_seen=exclude_seen, allowed=allowed)
+        if stored is not None:
+            return stored
         if allowed is None and type(self)._propose is not Recommender._propose:
             proposal = self._propose(users, history, fold_in, k, exclude_seen=exclude_seen)
             return proposal.top, proposal.at(proposal.top)
@@ -665,7 +746,10 @@ class Recommender(ABC):
                 others (a hybrid) stores references to them instead of copies.
         """
         self._fitted()
-        return {"model": self.name, "config": self.config.model_dump(), "state": self._state()}
+        exported = {"model": self.name, "config": self.config.model_dump(), "state": self._state()}
+        if self.ranking_ is not None:
+            exported["ranking"] = self.ranking_
+        return exported
 
     @staticmethod
     def from_state(
@@ -680,6 +764,8 @@ class Recommender(ABC):
         model.items_ = items
         model.user_items_ = user_items
         model._set_state(dict(exported["state"]))
+        ranking = exported.get("ranking")
+        model.ranking_ = dict(ranking) if ranking else None
         return model
 
     def save(self, path: str | Path) -> Path:

@@ -56,6 +56,7 @@ class EASE(Recommender):
 
     name = "ease"
     Config = EASEConfig
+    ranks_whole_catalog = True
     config: EASEConfig
 
     @classmethod

@@ -36,6 +36,7 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
+from hybridrec.data.vocab import Vocab
 from hybridrec.errors import ConfigError, HybridrecError
 from hybridrec.models.base import History, ItemFilter, Recommender
 from hybridrec.models.hybrid import Router, mixed
@@ -470,9 +471,26 @@ def _categories(items_table: pl.DataFrame | None) -> dict[Any, list[str]]:
     return _column_lookup(items_table, "categories")
 
 
-def _user_history(get: Provider, user: Any, extra: Mapping[Any, Any]) -> list[Any]:
+class _History(list[Any]):
+    """A user's history item ids, and their indices in the vocabulary they were read from.
+
+    Reasons need the indices in each explaining model's vocabulary: the models of a bundle
+    share one, so the indices of the training rows are known without a lookup.
+    """
+
+    vocab: Vocab | None = None
+    positions: NDArray[np.int64] | None = None
+
+    def index_in(self, vocab: Vocab) -> NDArray[np.int64]:
+        """The ids' indices in ``vocab`` (-1 where it lacks one)."""
+        if vocab is self.vocab and self.positions is not None:
+            return self.positions
+        return vocab.index(list(self), missing="mask")
+
+
+def _user_history(get: Provider, user: Any, extra: Mapping[Any, Any]) -> _History:
     """The user's training items (from any loaded model) plus their new history."""
-    items: list[Any] = []
+    found = _History()
     new = extra.get(user, [])
     added = list(new.keys()) if isinstance(new, Mapping) else list(new)
     for name in ("als", "itemknn", "ease", "popularity", "content"):
@@ -483,36 +501,27 @@ def _user_history(get: Provider, user: Any, extra: Mapping[Any, Any]) -> list[An
         idx = users.index([user], missing="mask")[0]
         if idx >= 0:
             row = int(idx)
-            items = vocab.lookup(
+            rows = np.asarray(
                 user_items.indices[user_items.indptr[row] : user_items.indptr[row + 1]]
-            ).tolist()
+            )
+            found.extend(vocab.lookup(rows).tolist())
+            found.vocab, found.positions = vocab, rows.astype(np.int64)
         if added:
             # Ids from the web arrive as text: the catalog's type, so titles resolve.
             added = [
                 v.item() if isinstance(v, np.generic) else v
                 for v in vocab.coerce(np.asarray(added, dtype=object))
             ]
+            merged = list(dict.fromkeys([*found, *added]))
+            found = _History(merged)
         break
-    return list(dict.fromkeys(items + added))
+    return found
 
 
-def _unit_vectors(model: Recommender, kind: str) -> NDArray[np.float64]:
-    """The model's item vectors scaled to unit length, once per model (cosine by a dot)."""
-
-    def build() -> NDArray[np.float64]:
-        vectors = model.item_factors_ if kind == "als" else model.embeddings_  # type: ignore[attr-defined]
-        v = np.asarray(vectors, np.float64)
-        norms = np.linalg.norm(v, axis=1, keepdims=True)
-        return np.asarray(v / np.where(norms > 0, norms, 1.0))
-
-    unit: NDArray[np.float64] = _cached(f"unit-{kind}", model, build)
-    return unit
-
-
-def _similarity_rows(model: Recommender, kind: str, hist: list[Any], recs: list[Any]) -> Any:
+def _similarity_rows(model: Recommender, kind: str, hist: _History, recs: list[Any]) -> Any:
     """History × recommended similarity by one model's item-item notion (or None)."""
     items = model._fitted()[1]
-    h = items.index(hist, missing="mask")
+    h = hist.index_in(items)
     r = items.index(recs, missing="mask")
     if not (h >= 0).any() or not (r >= 0).any():
         return None
@@ -526,7 +535,7 @@ def _similarity_rows(model: Recommender, kind: str, hist: list[Any], recs: list[
     elif kind == "ease":
         block = model.weight_cells(hi[:, None], ri[None, :])  # type: ignore[attr-defined]
     else:
-        unit = _unit_vectors(model, kind)
+        unit = _unit_rows(kind, model)
         block = unit[hi] @ unit[ri].T
     if whole:
         out = np.array(block, dtype=np.float64)
@@ -560,7 +569,7 @@ def _popularity_ranks(get: Provider) -> dict[Any, int]:
 def _explain(
     answers: list[Answer],
     get: Provider,
-    histories: Sequence[list[Any]],
+    histories: Sequence[_History],
     items_table: pl.DataFrame | None,
 ) -> None:
     titles = _titles(items_table)
@@ -571,7 +580,7 @@ def _explain(
         cache: dict[str, Any] = {}
 
         def sims_of(
-            kind: str, hist: list[Any] = hist, a: Answer = a, cache: dict[str, Any] = cache
+            kind: str, hist: _History = hist, a: Answer = a, cache: dict[str, Any] = cache
         ) -> Any:
             # Computed on first need only: one similarity source usually explains them all.
             if kind not in cache:

@@ -706,6 +706,23 @@ def precompute_candidates(
             }
 
 
+def precompute_ranking(
+    models: Mapping[str, Recommender], n: int, budget_mb: int, info: dict[str, dict[str, Any]]
+) -> None:
+    """Store known users' top-``n`` in each model that ranks the whole catalog per request."""
+    if n <= 0 or budget_mb <= 0:
+        return
+    for name, model in models.items():
+        if type(model).ranks_whole_catalog:
+            start = time.perf_counter()
+            stored = model.precompute_ranking(n, budget_mb * 2**20)
+            info[name]["precomputed_ranking"] = {
+                "n": n,
+                "stored": stored,
+                "seconds": round(time.perf_counter() - start, 3),
+            }
+
+
 def precompute_top_n(model: Recommender, name: str, n: int) -> TopN:
     """Every known user's top-``n`` of ``model`` (seen items excluded), for the bundle."""
     users = model._fitted()[0]
@@ -811,6 +828,9 @@ def train_pipeline(
                 info[name] = {"params": model.config.model_dump(), "fit_seconds": round(seconds, 3)}
                 progress.advance(task)
             models = {name: fitted[name] for name in names}
+            precompute_ranking(
+                models, cfg.bundle.precompute_ranking, cfg.bundle.precompute_ranking_mb, info
+            )
             precompute_candidates(models, cfg.bundle.precompute_candidates_mb, info)
             if cfg.bundle.precompute_top_n:
                 top_n = precompute_top_n(
