@@ -15,10 +15,10 @@ MODEL_DIR ?= models
 # and track (MLflow: every train / evaluate / tune run, and the model registry).
 EXTRAS ?= dev,serve,content,neural,track
 
-.PHONY: help venv install run train evaluate test lint typecheck pytest bench bench-quality bench-als bench-bundle bench-ann bench-content bench-serve bench-data bench-batch bench-train-scale bench-topk clean
+.PHONY: help venv install chromium run train evaluate test lint typecheck pytest bench bench-quality bench-als bench-bundle bench-ann bench-content bench-serve bench-data bench-batch bench-train-scale bench-topk clean
 
 help:
-	@echo "make run            train + evaluate the default pipeline, save to $(MODEL_DIR)/, serve it"
+	@echo "make run            train + evaluate the default pipeline, save to $(MODEL_DIR)/, write its report, serve it"
 	@echo "make test           lint, type-check and run the test suite"
 	@echo "make bench-quality  quality benchmark (random and temporal protocols)"
 	@echo "make bench-als      ALS seconds per iteration on a 10M-interaction matrix"
@@ -44,8 +44,13 @@ venv install: $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
+# The offline report of the version `make run` trains (one self-contained HTML page).
+REPORT ?= $(MODEL_DIR)/report.html
+
 run: $(VENV)/.installed
 	$(BIN)/hybridrec train --config configs/default.toml --model-dir $(MODEL_DIR)
+	$(BIN)/hybridrec report --model-dir $(MODEL_DIR) --output $(REPORT)
+	@echo "report: $(abspath $(REPORT))"
 	$(BIN)/hybridrec recommend --model-dir $(MODEL_DIR) --user 1 -k 5 --strategy auto
 	@echo "serving on http://$(HOST):$(PORT) (API docs at /docs); Ctrl-C stops it"
 	$(BIN)/hybridrec serve --model-dir $(MODEL_DIR) --host $(HOST) --port $(PORT)
@@ -57,7 +62,19 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
-pytest: $(VENV)/.installed
+# The report test renders the page in headless Chromium (Debian's package; as root, or
+# through sudo otherwise). Installed only when missing.
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+chromium:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+		echo "installing chromium (apt-get) for the report's screenshot test"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	fi
+
+pytest: $(VENV)/.installed chromium
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest

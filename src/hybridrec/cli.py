@@ -1,4 +1,4 @@
-"""The ``hybridrec`` command line: train, recommend, evaluate, similar, datasets."""
+"""The ``hybridrec`` command line: train, recommend, evaluate, similar, report, datasets."""
 
 from __future__ import annotations
 
@@ -857,6 +857,52 @@ def _tune_config(
         tmp.replace(output)
         run.add_artifact(output)
     out.print(f"wrote {output} — {time.perf_counter() - start:.1f}s")
+
+
+@app.command()
+@_friendly
+def report(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The HTML page to write (atomically).")
+    ] = Path("report.html"),
+    model_dir: ModelDirOpt = Path("models"),
+    version: VersionOpt = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run",
+            help="An MLflow train or evaluate run id instead of a stored version (its store: "
+            "MLFLOW_TRACKING_URI, else the tracking uri of the current version's config, else the "
+            "local store).",
+        ),
+    ] = None,
+) -> None:
+    """Write the offline report of a version (or an MLflow run) as one self-contained page.
+
+    Metrics at every K, per-segment bars, metric-vs-K curves, cold-start tables and the
+    ranker's feature importance when the evaluation has them, and the store's versions with
+    their target metric. Charts are embedded and nothing is loaded: the page opens offline.
+    """
+    from hybridrec.evaluation.html_report import version_report, write_report
+
+    if version is not None and run_id is not None:
+        raise DataError("give --version or --run, not both")
+    if output.suffix.lower() not in (".html", ".htm"):
+        raise DataError(f"{output}: the report is an HTML page; give --output ending in .html")
+    start = time.perf_counter()
+    if run_id is not None:
+        from hybridrec.tracking.report import run_report, store_tracking
+
+        data = run_report(run_id, store_tracking(model_dir))
+    else:
+        data = version_report(model_dir, version)
+    path = write_report(data, output)
+    out.print(
+        f"wrote {path} ({path.stat().st_size / 1024:.0f} KB): {data.title}, "
+        f"{len(data.reports)} models — {time.perf_counter() - start:.1f}s",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 # ---- bundle ---------------------------------------------------------------------------------

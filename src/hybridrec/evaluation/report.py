@@ -6,13 +6,22 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 from hybridrec.evaluation.evaluator import SEGMENTS, ModelReport
 
-__all__ = ["comparison_table", "plot_reports", "reports_to_json", "segment_table"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "comparison_table",
+    "plot_reports",
+    "reports_figure",
+    "reports_to_json",
+    "segment_table",
+]
 
 _SHOWN = ("precision", "recall", "map", "ndcg", "hit_rate", "mrr", "coverage")
 
@@ -87,16 +96,19 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def plot_reports(
-    reports: Sequence[ModelReport], path: str | Path, *, metric: str = "ndcg", ks: Sequence[int]
-) -> Path:
-    """Bar chart of ``metric`` at each k, per model and per segment; writes a PNG."""
-    import matplotlib
+def reports_figure(
+    reports: Sequence[ModelReport],
+    *,
+    metric: str = "ndcg",
+    ks: Sequence[int],
+    segment_k: int | None = None,
+) -> Figure:
+    """Bar charts of ``metric`` at each k per model, and per user segment at ``segment_k``.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
+    ``segment_k`` defaults to the first k. The caller saves and closes the figure (see
+    `plot_reports`; the HTML report embeds it).
+    """
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     names = [r.name for r in reports]
     width = 0.8 / max(len(ks), 1)
@@ -106,7 +118,7 @@ def plot_reports(
     axes[0].set_xticks([i + width * (len(ks) - 1) / 2 for i in range(len(names))], names)
     axes[0].set_title(f"{metric} overall")
     axes[0].legend()
-    k0 = ks[0]
+    k0 = ks[0] if segment_k is None else segment_k
     width = 0.8 / len(SEGMENTS)
     for j, seg in enumerate(SEGMENTS):
         vals = [r.segments.get(seg, {}).get(f"{metric}@{k0}", 0.0) for r in reports]
@@ -119,7 +131,27 @@ def plot_reports(
     axes[1].set_title(f"{metric}@{k0} by user segment")
     axes[1].legend()
     fig.tight_layout()
+    figure: Figure = fig
+    return figure
+
+
+def plot_reports(
+    reports: Sequence[ModelReport], path: str | Path, *, metric: str = "ndcg", ks: Sequence[int]
+) -> Path:
+    """Bar chart of ``metric`` at each k, per model and per segment; writes a PNG."""
+    path = Path(path)
+    fig = reports_figure(reports, metric=metric, ks=ks)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
+
+
+def _pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (files only, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

@@ -31,6 +31,7 @@ __all__ = [
     "RunRecord",
     "Trial",
     "active",
+    "attach_report",
     "flatten",
     "metric_key",
     "record_trials",
@@ -232,4 +233,39 @@ def tracked_run(
         _ACTIVE.reset(token)
         record.end = time.time()
         if record.config is not None and tracking_enabled(record.config):
+            attach_report(record, console)
             flush(record, console)
+
+
+def attach_report(record: RunRecord, console: Console | None = None) -> None:
+    """The HTML report of a finished train or evaluate run, as its ``report.html`` artifact.
+
+    A train run's page is that of the version it stored (as ``hybridrec report --version``
+    writes it, with the store's history); an evaluate run's is built from its reports. Only
+    for runs that evaluated; a page that cannot be drawn costs one warning line, never the run.
+    """
+    if record.kind not in ("train", "evaluate") or record.status != "FINISHED":
+        return
+    metrics = json.loads(record.texts.get("reports.json") or "{}")
+    if not metrics:
+        return
+    try:
+        from hybridrec.evaluation.html_report import render_html, version_report
+        from hybridrec.tracking.report import REPORT_ARTIFACT, report_from_run
+
+        if record.kind == "train" and record.versions:
+            root, version, _ = record.versions[-1]
+            data = version_report(root, version)
+        else:
+            tags = {"hybridrec.kind": record.kind, **record.tags}
+            data = report_from_run(record.params, tags, metrics)
+        record.texts[REPORT_ARTIFACT] = render_html(data)
+    except Exception as exc:
+        if console is not None:
+            console.print(
+                f"warning: no report.html with this run: {type(exc).__name__}: {exc}",
+                style="yellow",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
