@@ -283,7 +283,7 @@ def evaluate(
             out.print(segment_table(reports, target=cfg.evaluation.target))
             out.print(f"{len(reports)} models, {reports[0].n_users} test users, {total:.1f}s")
             if cold_start and prepared is not None:
-                _print_cold_start(cfg, prepared)
+                run.add_cold_start(_print_cold_start(cfg, prepared))
         if plot is not None:
             run.add_artifact(plot_reports(reports, plot, ks=cfg.evaluation.k), "plots")
 
@@ -318,8 +318,11 @@ def _evaluate_any(
     return cfg, reports, prepared
 
 
-def _print_cold_start(cfg: Any, prepared: Any) -> None:
-    """Cold-item and cold-user tables for the pipeline's single models (content needed)."""
+def _print_cold_start(cfg: Any, prepared: Any) -> dict[str, list[Any]]:
+    """Cold-item and cold-user tables for the pipeline's single models (content needed).
+
+    Returns the evaluations by split (none without a catalog and a content model).
+    """
     from hybridrec.data.coldstart import cold_start_reports
     from hybridrec.evaluation.report import comparison_table
     from hybridrec.models.hybrid import ComposedRecommender
@@ -328,7 +331,7 @@ def _print_cold_start(cfg: Any, prepared: Any) -> None:
 
     specs = runnable_models(cfg, prepared.items)
     if prepared.items is None or not any(s.model == "content" for s in specs.values()):
-        return
+        return {}
 
     def make() -> dict[str, Any]:
         models = {BASELINE: create_model(BASELINE)}
@@ -347,6 +350,7 @@ def _print_cold_start(cfg: Any, prepared: Any) -> None:
     }
     for key, reports in cold.items():
         out.print(comparison_table(reports, cfg.evaluation.k, target=target, title=titles[key]))
+    return dict(cold)
 
 
 def _evaluate_config(

@@ -272,6 +272,29 @@ def test_a_finished_evaluate_run_carries_its_page_as_an_artifact() -> None:
         assert "report.html" not in other.texts, (kind, status)
 
 
+def test_an_evaluate_runs_cold_start_splits_are_recorded_and_on_its_page() -> None:
+    record = RunRecord("evaluate")
+    record.params = {"evaluation.k": "[10, 20]", "evaluation.target": "ndcg@10"}
+    record.add_reports([_report("popularity", 0.03), _report("als", 0.5)])
+    record.add_cold_start(
+        {
+            "cold_items": [_report("popularity", 0.0), _report("content", 0.1234)],
+            "cold_users": [_report("als", 0.0789)],
+        }
+    )
+    assert record.metrics["cold_items/content/ndcg_at_10"] == pytest.approx(0.1234)
+    assert record.metrics["cold_users/als/ndcg_at_10"] == pytest.approx(0.0789)
+    stored = json.loads(record.texts["cold_start.json"])
+    assert set(stored) == {"cold_items", "cold_users"} and set(stored["cold_items"]) == {
+        "popularity",
+        "content",
+    }
+    attach_report(record)
+    page = record.texts["report.html"]
+    assert "<h2>Cold start</h2>" in page and "0.1234" in page and "0.0789" in page
+    _assert_self_contained(page)
+
+
 def test_reports_data_holds_what_the_page_shows() -> None:
     data = ReportData("t", [_report("als", 0.5)], [10], "ndcg@10")
     page = render_html(data)

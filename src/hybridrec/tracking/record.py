@@ -139,6 +139,21 @@ class RunRecord:
             {r.name: r.to_dict() for r in reports}, indent=2, default=str
         )
 
+    def add_cold_start(self, splits: Mapping[str, Iterable[ModelReport]]) -> None:
+        """``evaluate``'s cold-item / cold-user evaluations, as metrics and an artifact.
+
+        Metrics are named after the split (``cold_items/als/recall_at_20``); the artifact is
+        ``cold_start.json`` (``{split: {model: ModelReport.to_dict()}}``).
+        """
+        stored: dict[str, dict[str, Any]] = {}
+        for split, reports in splits.items():
+            stored[split] = {}
+            for report in reports:
+                self.add_metrics(report.metrics, split, report.name)
+                stored[split][report.name] = report.to_dict()
+        if stored:
+            self.texts["cold_start.json"] = json.dumps(stored, indent=2, default=str)
+
     def add_data(self, role: str, fp: Mapping[str, Any]) -> None:
         """A data fingerprint (`hybridrec.pipeline.train.fingerprint`) as ``data.*`` tags."""
         prefix = "data" if not role else f"data.{role}"
@@ -258,7 +273,8 @@ def attach_report(record: RunRecord, console: Console | None = None) -> None:
             data = version_report(root, version)
         else:
             tags = {"hybridrec.kind": record.kind, **record.tags}
-            data = report_from_run(record.params, tags, metrics)
+            cold = json.loads(record.texts.get("cold_start.json") or "{}")
+            data = report_from_run(record.params, tags, metrics, cold_start=cold or None)
         record.texts[REPORT_ARTIFACT] = render_html(data)
     except Exception as exc:
         if console is not None:

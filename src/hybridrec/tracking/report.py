@@ -35,6 +35,8 @@ __all__ = ["REPORT_ARTIFACT", "report_from_run", "run_report", "store_tracking"]
 REPORT_ARTIFACT = "report.html"
 _REPORTS = "reports.json"
 _MANIFEST = "bundle/manifest.json"
+#: ``evaluate``'s cold-item and cold-user evaluations (`RunRecord.add_cold_start`).
+COLD_START_ARTIFACT = "cold_start.json"
 
 
 def store_tracking(model_dir: str | Path) -> TrackingConfig:
@@ -68,8 +70,12 @@ def report_from_run(
     manifest: Mapping[str, Any] | None = None,
     history: list[VersionRow] | None = None,
     run_id: str | None = None,
+    cold_start: Mapping[str, Any] | None = None,
 ) -> ReportData:
     """The page of a run from its params, tags, evaluation and (train runs) manifest.
+
+    ``cold_start`` (``{"cold_items" | "cold_users": {model: ModelReport.to_dict()}}``, as
+    ``evaluate`` records it) adds the cold-start tables.
 
     Raises:
         DataError: The run holds no evaluation.
@@ -98,6 +104,9 @@ def report_from_run(
         raise DataError(
             f"MLflow run {run_id or ''} ({kind}) has no evaluation (nothing was evaluated)"
         )
+    if cold_start:
+        evaluation = {**((manifest or {}).get("evaluation") or {}), "cold_start": cold_start}
+        manifest = {**(manifest or {}), "evaluation": evaluation}
     return report_from_metrics(
         metrics,
         ks=ks,
@@ -202,6 +211,7 @@ def run_report(run_id: str, config: TrackingConfig | None = None) -> ReportData:
         try:
             metrics = _artifact(client, run_id, _REPORTS)
             manifest = _artifact(client, run_id, _MANIFEST)
+            cold_start = _artifact(client, run_id, COLD_START_ARTIFACT)
         except Exception as exc:
             raise DataError(f"MLflow run {run_id}: its artifacts: {_summary(exc)}") from None
         tags, params = run.data.tags, run.data.params
@@ -215,4 +225,12 @@ def run_report(run_id: str, config: TrackingConfig | None = None) -> ReportData:
         history = _history(
             client, run.info.experiment_id, target or "ndcg@10", tags.get("bundle_version")
         )
-    return report_from_run(params, tags, metrics, manifest=manifest, history=history, run_id=run_id)
+    return report_from_run(
+        params,
+        tags,
+        metrics,
+        manifest=manifest,
+        history=history,
+        run_id=run_id,
+        cold_start=cold_start,
+    )
