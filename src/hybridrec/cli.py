@@ -1043,6 +1043,8 @@ def bundle_prune(
     """Delete all but the newest --keep versions (current and its rollback target stay)."""
     removed = _store(model_dir).prune(keep)
     out.print(f"removed {len(removed)} version(s)" + (f": {', '.join(removed)}" if removed else ""))
+    if removed:
+        _sync_registry(model_dir)
 
 
 @bundle_app.command("save")

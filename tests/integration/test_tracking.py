@@ -23,6 +23,7 @@ import pytest
 from cli_helpers import SEARCH_CONFIG, Ran, assert_ok, invoke, synthetic_ratings, write_table
 
 from hybridrec.bundle import ModelStore
+from hybridrec.tracking.registry import registered_versions
 
 MLFLOW = Path(sys.executable).parent / "mlflow"
 
@@ -188,6 +189,32 @@ def test_promote_and_rollback_move_the_champion(local: Local) -> None:
     assert champion(client) == first
     assert_ok(invoke("bundle", "promote", second, "--model-dir", local.model_dir))
     assert champion(client) == second
+
+
+def test_pruned_versions_leave_the_registry(root: Path) -> None:
+    (root / "small.toml").write_text(
+        "[models.popularity]\n[models.als]\nfactors = 8\niterations = 3\n", encoding="utf-8"
+    )
+    for _ in range(3):
+        trained = invoke(
+            "train", "--config", root / "small.toml", "--train", root / "train.csv",
+            "--model-dir", root / "models", "--no-evaluate",
+        )  # fmt: skip
+        assert_ok(trained)
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{root / 'data' / 'mlflow' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    store_root = str((root / "models").resolve())
+    versions = ModelStore(root / "models").versions()
+    assert set(registered_versions(client, "hybridrec", store_root)) == set(versions)
+    ran = invoke("bundle", "prune", "--keep", "1", "--model-dir", root / "models")
+    assert_ok(ran)
+    left = ModelStore(root / "models").versions()
+    assert len(left) == 2 and versions[0] not in left
+    assert set(registered_versions(client, "hybridrec", store_root)) == set(left)
+    assert champion(client) == left[-1]
+    assert "pruned version(s) deleted" in ran.stderr
 
 
 def test_a_tune_is_one_parent_run_with_its_trials_nested(local: Local) -> None:

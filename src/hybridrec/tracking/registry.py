@@ -107,6 +107,9 @@ def sync_registry(
 ) -> None:
     """Register the store's unregistered versions; point ``champion`` at ``current``.
 
+    Versions the store no longer holds (pruned, by ``bundle prune`` or a training run's
+    retention) are deleted from the registry too; their runs keep their metrics.
+
     Args:
         tracker: The open store.
         store_root: The model store directory.
@@ -123,6 +126,15 @@ def sync_registry(
     root = str(store.root.resolve())
     _ensure_model(client, name)
     known = registered_versions(client, name, root)
+    present = set(store.versions())
+    gone = sorted(v for v in known if v not in present)
+    for version in gone:
+        client.delete_model_version(name, known.pop(version))
+    if gone:
+        tracker.notes.append(
+            f"MLflow registry: {len(gone)} pruned version(s) deleted from {name}: "
+            + ", ".join(gone)
+        )
     for version in store.versions():
         if version not in known:
             run = run_id if version == new else _run_of(tracker, version)
