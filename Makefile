@@ -15,7 +15,7 @@ MODEL_DIR ?= models
 # and track (MLflow: every train / evaluate / tune run, and the model registry).
 EXTRAS ?= dev,serve,content,neural,track
 
-.PHONY: help venv install chromium run train evaluate test lint typecheck pytest bench bench-quality bench-als bench-bundle bench-ann bench-content bench-serve bench-data bench-batch bench-train-scale bench-topk clean
+.PHONY: help venv install chromium run train evaluate test lint typecheck pytest bench bench-quality bench-als bench-bundle bench-ann bench-content bench-serve bench-data bench-batch bench-train-scale bench-topk bench-two-tower clean
 
 help:
 	@echo "make run            train + evaluate the default pipeline, save to $(MODEL_DIR)/, write its report, serve it"
@@ -30,6 +30,7 @@ help:
 	@echo "make bench-batch    recommend --all-users (ALS, hybrid) vs implicit's batched recommend, 30k x 40k"
 	@echo "make bench-train-scale  train vs polars + scipy + implicit directly on 1M, 4M, 16M rows (RSS)"
 	@echo "make bench-topk     top-k selection vs implicit's own top-k, 30k x 40k scores"
+	@echo "make bench-two-tower  two-tower vs every model, ALS + two-tower ensemble, cold users/items (latest-small)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -115,6 +116,11 @@ bench-train-scale: $(VENV)/.installed
 
 bench-topk: $(VENV)/.installed
 	$(BIN)/python benchmarks/topk.py
+
+# Random and temporal protocols of bench-quality with two-tower and the ensemble on
+# (tens of minutes on 2 cores: each two-tower search trial trains it).
+bench-two-tower: $(VENV)/.installed
+	$(BIN)/python benchmarks/two_tower.py --config configs/benchmark.toml
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

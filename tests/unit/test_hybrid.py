@@ -474,3 +474,109 @@ def test_stored_candidates_go_when_the_hybrid_is_refit_or_reattached(
     assert hybrid.precompute_candidates()
     hybrid.attach(models)
     assert hybrid.stored_ == {}
+
+
+# ---- ALS + two-tower: the ensemble and the router's cold route --------------------------------
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+TINY_TOWER = {
+    "epochs": 3,
+    "min_epochs": 3,
+    "tower_dims": [32],
+    "output_dim": 32,
+    "validation_users": 0,
+    "show_progress": False,
+    "seed": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def tower(data: InteractionData) -> Recommender:
+    return create_model("two_tower", TINY_TOWER).fit(data)
+
+
+def test_default_config_blends_als_and_two_tower_0_6_to_0_4() -> None:
+    from hybridrec.config import load_config
+    from hybridrec.pipeline.train import fit_order
+
+    cfg = load_config(CONFIGS / "default.toml")
+    spec = cfg.models["ensemble"]
+    hybrid = create_model(spec.model, spec.params)
+    assert isinstance(hybrid, Hybrid)
+    assert hybrid.weights == pytest.approx({"als": 0.6, "two_tower": 0.4})
+    assert hybrid.config.normalization in ("minmax", "zscore")
+    assert set(spec.search["normalization"]) <= {"minmax", "zscore"}
+    # Opt-in with the two-tower model it blends.
+    assert spec.enabled is cfg.models["two_tower"].enabled
+    # Route tuning picks among the models fitted before the router: two-tower among them.
+    on = {n: s.model_copy(update={"enabled": True}) for n, s in cfg.models.items()}
+    order = fit_order(cfg, list(cfg.model_copy(update={"models": on}).enabled_models()))
+    assert order.index("two_tower") < order.index("router")
+    assert order.index("als") < order.index("ensemble")
+
+
+@pytest.mark.parametrize("norm", ["minmax", "zscore"])
+def test_als_two_tower_ensemble_answers_known_and_new_users(
+    models: dict[str, Recommender], tower: Recommender, data: InteractionData, norm: str
+) -> None:
+    parts = {**models, "two_tower": tower}
+    ensemble = Hybrid(components={"als": 0.6, "two_tower": 0.4}, normalization=norm)
+    ensemble.attach(parts).fit(data)
+    users = data.users.ids[:8]
+    got = ensemble.recommend(users, 10)
+    assert (got.indices >= 0).all() and np.isfinite(got.scores).all()
+    # Both parts count: the blend ranks unlike each of them alone.
+    for name in ("als", "two_tower"):
+        alone = parts[name].recommend(users, 10)
+        assert not np.array_equal(got.indices, alone.indices), name
+    # A visitor with history (unknown to both models) is answered by both.
+    history = {"visitor": data.items.ids[:5].tolist()}
+    visit = ensemble.recommend(["visitor"], 10, history=history)
+    assert visit.row(0)[0].size == 10
+    assert not set(visit.row(0)[0].tolist()) & set(history["visitor"])
+
+
+def test_route_tuning_sends_cold_users_to_two_tower_only_on_enough_evidence() -> None:
+    from hybridrec.evaluation.evaluator import ModelReport
+    from hybridrec.pipeline.train import MIN_ROUTE_USERS, _best_routes
+
+    cold = {"popularity": 0.05, "als": 0.04, "hybrid": 0.06, "two_tower": 0.09}
+    warm = {"popularity": 0.1, "als": 0.3, "hybrid": 0.32, "two_tower": 0.25}
+
+    def reports(cold_users: int) -> dict[str, ModelReport]:
+        return {
+            n: ModelReport(
+                n,
+                {"ndcg@10": warm[n]},
+                {
+                    "cold": {"users": cold_users, "ndcg@10": cold[n]},
+                    "warm": {"users": 400, "ndcg@10": warm[n]},
+                    "hot": {"users": 0, "ndcg@10": float("nan")},
+                },
+                400 + cold_users,
+            )
+            for n in cold
+        }
+
+    routes = _best_routes(reports(MIN_ROUTE_USERS), "ndcg@10", fallback="hybrid")
+    assert routes == {"cold": "two_tower", "warm": "hybrid", "hot": "hybrid"}
+    # Too few cold validation users to choose by: the pipeline's hybrid.
+    few = _best_routes(reports(MIN_ROUTE_USERS - 1), "ndcg@10", fallback="hybrid")
+    assert few["cold"] == "hybrid"
+
+
+def test_router_cold_route_to_two_tower_through_the_answer_path(
+    models: dict[str, Recommender], tower: Recommender, data: InteractionData
+) -> None:
+    parts = {**models, "two_tower": tower}
+    router = create_model("router", {"cold": "two_tower", "warm": "als", "hot": "hybrid"})
+    router.attach(parts).fit(data)
+    parts["router"] = router
+    new = {"newcomer": data.items.ids[:3].tolist()}
+    assert router.routes_for(["newcomer"], new) == ["two_tower"]
+    (got,) = answer(provider(parts), ["newcomer"], 5, strategy="auto", history=new)
+    assert got.methods == ["router→two_tower"] * 5
+    want = tower.recommend(["newcomer"], 5, history=new).row(0)[0].tolist()
+    assert got.items == want
+    (warm,) = answer(provider(parts), [data.users.ids[0]], 5, strategy="auto")
+    assert set(warm.methods) == {"router→als"}

@@ -3,19 +3,22 @@
 The **item tower** reads an item's features — a text embedding of its catalog row (TF-IDF,
 or MiniLM sentence embeddings; optional), its categorical values (genres, categories: a
 mean of token embeddings), numeric columns (year, price) and its training popularity,
-standardized, and an optional item-id embedding — and maps them through an MLP to an
-L2-normalized vector. The **user tower** reads the pooled (mean, or attention) vectors of
-the user's most recent items, the user's attributes when the data has them (categorical
-and numeric, as for items) and an optional user-id embedding. Scores are cosine
-similarities; training divides them by a configured (or learned) temperature.
+standardized — through an MLP, plus an optional item-id embedding added to the MLP's
+output (``residual``: the collaborative signal skips the feature layers), L2-normalized.
+The **user tower** reads the pooled (mean, or attention) learned embeddings of the ids of
+the user's most recent items (``history_input="ids"``; or their item-tower vectors, or
+both), the user's attributes when the data has them (categorical and numeric, as for
+items) and an optional user-id embedding; the pooled history also skips the MLP. Scores
+are cosine similarities; training divides them by a configured (or learned) temperature.
 
 Training is a sampled softmax over the batch's positives (in-batch negatives) with the
 logQ correction for their popularity, optionally mixed with uniformly sampled negatives;
-AdamW; early stopping on NDCG@10 (the project's metrics) of one held-out interaction per
-sampled user. Histories are cut at random during training (and ids dropped), so that the
-towers also learn to answer from few items, from attributes alone, and for new items from
-their features alone. Training is seeded (deterministic on CPU) and runs on CUDA when
-available.
+AdamW; early stopping on NDCG@10 (the project's metrics) of held-out interactions (10% of
+the items of sampled users). Histories are cut at random during training, half their
+items dropped (denoising: small data is otherwise overfit within a few epochs) and ids
+dropped, so that the towers also learn to answer from few items, from attributes alone,
+and for new items from their features alone. Training is seeded (deterministic on CPU)
+and runs on CUDA when available.
 
 Inference needs no retraining: item vectors (and known users' vectors) are computed once
 after `fit`; a user unknown to the model, or with history added since, gets a vector from
@@ -71,6 +74,10 @@ _MAX_TOKENS = 32
 _COLD_MAX = 4
 _SEP = "\x1f"
 _MIN_STEPS = 16
+# Initial spread of id and history embeddings (outputs are normalized: only ratios count).
+_ID_INIT = 0.1
+# Share of a validation user's training items held out for early stopping.
+_HOLDOUT_SHARE = 0.1
 
 
 class TwoTowerConfig(ModelConfig):
@@ -81,7 +88,7 @@ class TwoTowerConfig(ModelConfig):
     #: Hidden layer widths of each tower's MLP.
     tower_dims: tuple[int, ...] = (256,)
     #: Width of the output (user and item) vectors.
-    output_dim: int = Field(default=64, gt=0)
+    output_dim: int = Field(default=128, gt=0)
     #: Dropout after each hidden layer while training.
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     #: Learn an embedding per item id (items unseen in training have none).
@@ -90,7 +97,7 @@ class TwoTowerConfig(ModelConfig):
     user_id_embedding: bool = False
     #: Share of training rows whose id embeddings are dropped (teaches the towers to
     #: answer from features alone: new items and new users).
-    id_dropout: float = Field(default=0.1, ge=0.0, le=1.0)
+    id_dropout: float = Field(default=0.05, ge=0.0, le=1.0)
     #: Categorical catalog columns (None: list columns, and text columns with repeated
     #: values, e.g. genres or a brand).
     item_categorical: tuple[str, ...] | None = None
@@ -114,13 +121,24 @@ class TwoTowerConfig(ModelConfig):
     #: sentence-transformers model (``text_encoder="sentence"``).
     text_model: str = DEFAULT_SENTENCE_MODEL
     #: The user's most recent items pooled by the user tower.
-    history_length: int = Field(default=50, gt=0)
+    history_length: int = Field(default=200, gt=0)
     #: How history item vectors are pooled: ``mean`` or ``attention`` (a learned query).
     pooling: Literal["mean", "attention"] = "mean"
+    #: What the user tower pools of each history item: a learned embedding of its id
+    #: (``ids``: cheap, the collaborative signal; items without an id are left out), its
+    #: item-tower vector (``vectors``: features too, the item tower runs over every
+    #: history item) or ``both``.
+    history_input: Literal["ids", "vectors", "both"] = "ids"
+    #: Id embeddings (and the pooled history embeddings) skip the MLP and are added to
+    #: its output (False: they are MLP inputs like the features).
+    residual: bool = True
     #: Share of training rows whose history is cut to 0-4 items (cold users).
-    history_dropout: float = Field(default=0.2, ge=0.0, le=1.0)
+    history_dropout: float = Field(default=0.05, ge=0.0, le=1.0)
+    #: Share of history items dropped at random from each training row (a denoising
+    #: regularizer: without it the towers overfit small data within a few epochs).
+    history_item_dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
     #: Passes over the training interactions (fewer when early stopping ends training).
-    epochs: int = Field(default=20, gt=0)
+    epochs: int = Field(default=16, gt=0)
     #: Interactions per batch (the in-batch negatives of each other); smaller on small
     #: data, so that an epoch makes at least 16 updates.
     batch_size: int = Field(default=512, gt=1)
@@ -128,7 +146,7 @@ class TwoTowerConfig(ModelConfig):
     lr: float = Field(default=3e-3, gt=0)
     weight_decay: float = Field(default=1e-5, ge=0)
     #: Softmax temperature of the cosine scores (initial value when learned).
-    temperature: float = Field(default=0.1, gt=0, le=1.0)
+    temperature: float = Field(default=0.15, gt=0, le=1.0)
     #: Learn the temperature (clamped to [0.01, 1]).
     learn_temperature: bool = False
     #: Subtract log(sampling probability) from sampled logits (logQ correction).
@@ -141,7 +159,7 @@ class TwoTowerConfig(ModelConfig):
     patience: int = Field(default=3, gt=0)
     #: Epochs trained before early stopping may end training (the towers start symmetric:
     #: the first epochs can plateau).
-    min_epochs: int = Field(default=5, ge=1)
+    min_epochs: int = Field(default=8, ge=1)
     #: Torch device (None: cuda when available, else cpu).
     device: str | None = None
     #: Seed of initialization, shuffling, sampling and the validation carve-out.
@@ -361,36 +379,76 @@ def _torch() -> Any:
     from torch.nn import functional
 
     class Tower(nn.Module):
-        """Id embedding, token bag, numerics and one dense input → MLP → unit vector."""
+        """Id embedding, token bag, numerics and dense inputs → MLP → unit vector.
 
-        def __init__(self, n_ids: int, n_tokens: int, n_numeric: int, dense: int, arch: Any):
+        With ``arch["residual"]`` the id embedding (and a ``direct`` input, the pooled
+        history embeddings of the user tower) skip the MLP and are added to its output:
+        the collaborative signal is not squeezed through the feature layers, and a row
+        whose id is dropped (a new item or user) is answered by the features alone.
+        """
+
+        def __init__(
+            self,
+            n_ids: int,
+            n_tokens: int,
+            n_numeric: int,
+            dense: int,
+            arch: Any,
+            *,
+            direct: int = 0,
+        ):
             super().__init__()
-            d = int(arch["embedding_dim"])
-            self.ids = nn.Embedding(n_ids + 1, d, padding_idx=0) if n_ids else None
+            d, out = int(arch["embedding_dim"]), int(arch["output_dim"])
+            self.residual = bool(arch.get("residual", False))
+            self.ids = (
+                nn.Embedding(n_ids + 1, out if self.residual else d, padding_idx=0)
+                if n_ids
+                else None
+            )
+            if self.ids is not None and self.residual:
+                nn.init.normal_(self.ids.weight, std=_ID_INIT)
+                with torch.no_grad():
+                    self.ids.weight[0].zero_()
             self.tokens = nn.Embedding(n_tokens + 1, d, padding_idx=0) if n_tokens else None
             self.dense = nn.Linear(dense, d) if dense else None
-            width = d * ((self.ids is not None) + (self.tokens is not None) + bool(dense))
+            blocks = (self.tokens is not None) + bool(dense)
+            width = d * (blocks + (self.ids is not None and not self.residual)) + direct
             layers: list[Any] = []
             last = max(width + n_numeric, 1)
             for h in arch["tower_dims"]:
                 layers += [nn.Linear(last, int(h)), nn.ReLU(), nn.Dropout(float(arch["dropout"]))]
                 last = int(h)
-            layers.append(nn.Linear(last, int(arch["output_dim"])))
+            layers.append(nn.Linear(last, out))
+            if self.residual:
+                # The feature branch starts small beside the direct path (a residual branch).
+                with torch.no_grad():
+                    layers[-1].weight.mul_(0.1)
+                    layers[-1].bias.zero_()
             self.mlp = nn.Sequential(*layers)
 
-        def forward(self, ids: Any, tokens: Any, numeric: Any, dense: Any) -> Any:
+        def forward(
+            self, ids: Any, tokens: Any, numeric: Any, dense: Any, direct: Any = None
+        ) -> Any:
             parts = []
-            if self.ids is not None:
+            if self.ids is not None and not self.residual:
                 parts.append(self.ids(ids))
             if self.tokens is not None:
                 count = (tokens > 0).sum(dim=1, keepdim=True).clamp(min=1)
                 parts.append(self.tokens(tokens).sum(dim=1) / count)
             if self.dense is not None:
                 parts.append(self.dense(dense))
+            if direct is not None:
+                parts.append(direct)
             if numeric.shape[1]:
                 parts.append(numeric)
             x = torch.cat(parts, dim=1) if parts else ids.new_zeros((ids.shape[0], 1)).float()
-            return functional.normalize(self.mlp(x), dim=1)
+            y = self.mlp(x)
+            if self.residual:
+                if self.ids is not None:
+                    y = y + self.ids(ids)
+                if direct is not None:
+                    y = y + direct
+            return functional.normalize(y, dim=1)
 
     class Net(nn.Module):
         """Both towers, the history pooling and the temperature."""
@@ -398,11 +456,30 @@ def _torch() -> Any:
         def __init__(self, arch: Any):
             super().__init__()
             a = arch
+            out = int(a["output_dim"])
+            source = a.get("history_input", "vectors")
             self.item = Tower(
                 a["n_item_ids"], a["n_item_tokens"], a["n_item_numeric"], a["text"], a
             )
-            out = int(a["output_dim"])
-            self.user = Tower(a["n_user_ids"], a["n_user_tokens"], a["n_user_numeric"], out, a)
+            # History items as learned embeddings of their ids ("ids"), as item-tower
+            # vectors ("vectors"), or both.
+            self.history = (
+                nn.Embedding(a["n_item_ids"] + 1, out, padding_idx=0)
+                if source in ("ids", "both") and a["n_item_ids"]
+                else None
+            )
+            if self.history is not None:
+                nn.init.normal_(self.history.weight, std=_ID_INIT)
+                with torch.no_grad():
+                    self.history.weight[0].zero_()
+            self.user = Tower(
+                a["n_user_ids"],
+                a["n_user_tokens"],
+                a["n_user_numeric"],
+                out if source in ("vectors", "both") else 0,
+                a,
+                direct=out if self.history is not None else 0,
+            )
             self.query = nn.Parameter(torch.zeros(out)) if a["pooling"] == "attention" else None
             self.log_tau = nn.Parameter(
                 torch.tensor(math.log(float(a["temperature"]))),
@@ -418,6 +495,11 @@ def _torch() -> Any:
                 weights = torch.softmax(logits, dim=1) * weights
             total = weights.sum(dim=1, keepdim=True).clamp(min=1e-9)
             return (vectors * weights.unsqueeze(-1)).sum(dim=1) / total
+
+        def pool_ids(self, codes: Any) -> Any:
+            """History item codes (B × L, 0: none or no id) → pooled history embeddings."""
+            assert self.history is not None
+            return self.pool(self.history(codes), codes > 0)
 
         def tau(self) -> Any:
             return self.log_tau.exp().clamp(0.01, 1.0)
@@ -471,7 +553,9 @@ class TwoTower(Recommender):
         assert isinstance(config, TwoTowerConfig)
         d = config.embedding_dim + config.output_dim + sum(config.tower_dims)
         rows = shape.users + shape.catalog
-        flops = config.epochs * shape.nnz * (config.history_length / 4 + 3) * 6 * d * d
+        # Item-tower passes per row: the positive (and, pooling vectors, the history items).
+        passes = 3 + (config.history_length / 4 if config.history_input != "ids" else 0)
+        flops = config.epochs * shape.nnz * passes * 6 * d * d
         return Footprint(
             bytes=rows * (d + config.text_dim + config.history_length) * 4 * 4 + shape.nnz * 48,
             seconds=flops / DENSE_FLOPS * 4,
@@ -508,6 +592,8 @@ class TwoTower(Recommender):
             "output_dim": c.output_dim,
             "dropout": c.dropout,
             "pooling": c.pooling,
+            "residual": c.residual,
+            "history_input": c.history_input,
             "temperature": c.temperature,
             "learn_temperature": c.learn_temperature,
             "n_item_ids": int(self.item_codes_.max()),
@@ -684,6 +770,8 @@ class TwoTower(Recommender):
                     hist = _windows(train_order, users[sel], width)
                     hist = _without_target(hist, items[sel], c.history_length)
                     hist = _cut(hist, c.history_dropout, rng)
+                    if c.history_item_dropout > 0:
+                        hist = np.where(rng.random(hist.shape) < c.history_item_dropout, -1, hist)
                     negs = (
                         rng.choice(trained_items, size=c.uniform_negatives)
                         if c.uniform_negatives
@@ -745,13 +833,20 @@ class TwoTower(Recommender):
         device = log_q.device
         b = items.size
         valid = hist >= 0
-        uniq, inv = np.unique(np.concatenate([items, negs, hist[valid]]), return_inverse=True)
+        vectors = self.arch_.get("history_input", "vectors") != "ids"
+        pooled = [items, negs, hist[valid]] if vectors else [items, negs]
+        uniq, inv = np.unique(np.concatenate(pooled), return_inverse=True)
         vecs = self._item_forward(net, f, uniq, rng.random(uniq.size) < c.id_dropout)
         inv_t = torch.as_tensor(inv, device=device)
-        hist_vecs = vecs.new_zeros((b, hist.shape[1], vecs.shape[1]))
-        mask = torch.as_tensor(valid, device=device)
-        hist_vecs[mask] = vecs[inv_t[b + negs.size :]]
-        u = self._user_forward(net, users, hist_vecs, mask, rng.random(b) < c.id_dropout)
+        hist_vecs = mask = None
+        if vectors:
+            hist_vecs = vecs.new_zeros((b, hist.shape[1], vecs.shape[1]))
+            mask = torch.as_tensor(valid, device=device)
+            hist_vecs[mask] = vecs[inv_t[b + negs.size :]]
+        codes = f["ids"][torch.as_tensor(np.maximum(hist, 0), device=device)]
+        codes = codes.masked_fill(torch.as_tensor(~valid, device=device), 0)
+        drop = rng.random(b) < c.id_dropout
+        u = self._user_forward(net, users, codes, hist_vecs, mask, drop=drop)
         tau = net.tau()
         items_t = torch.as_tensor(items, device=device)
         logits = u @ vecs[inv_t[:b]].T / tau
@@ -789,13 +884,20 @@ class TwoTower(Recommender):
         self,
         net: Any,
         users: NDArray[np.int64],
+        codes: Any,
         hist_vecs: Any,
         mask: Any,
+        *,
         drop: NDArray[np.bool_] | None = None,
     ) -> Any:
-        """User vectors of user indices ``users`` (-1: unknown, no attributes) and histories."""
+        """User vectors of user indices ``users`` (-1: unknown, no attributes) and histories.
+
+        ``codes`` are the history items' id codes (0: padding or no id), for the pooled
+        history embeddings; ``hist_vecs`` and ``mask`` their item-tower vectors (None when
+        the user tower does not read them).
+        """
         torch = _torch()[0]
-        device = hist_vecs.device
+        device = codes.device
         safe = np.maximum(users, 0)
         blank = users < 0
         if drop is not None:
@@ -811,7 +913,8 @@ class TwoTower(Recommender):
             t(ids, torch.long),
             t(tokens, torch.long),
             t(numeric, torch.float32),
-            net.pool(hist_vecs, mask),
+            None if hist_vecs is None else net.pool(hist_vecs, mask),
+            None if net.history is None else net.pool_ids(codes),
         )
 
     def _item_vectors_of(
@@ -834,13 +937,18 @@ class TwoTower(Recommender):
     ) -> NDArray[np.float32]:
         """User vectors of rows (user indices, -1: unknown) from their history windows."""
         torch = _torch()[0]
+        vectors = self.arch_.get("history_input", "vectors") != "ids"
         out = [np.zeros((0, int(self.arch_["output_dim"])), np.float32)]
         with torch.no_grad():
             for s in range(0, users.size, _CHUNK_ROWS):
                 h = hist[s : s + _CHUNK_ROWS]
-                vecs = torch.as_tensor(item_vectors[np.maximum(h, 0)], device=device)
-                mask = torch.as_tensor(h >= 0, device=device)
-                u = self._user_forward(net, users[s : s + _CHUNK_ROWS], vecs, mask)
+                codes = np.where(h >= 0, self.item_codes_[np.maximum(h, 0)], 0)
+                vecs = mask = None
+                if vectors:
+                    vecs = torch.as_tensor(item_vectors[np.maximum(h, 0)], device=device)
+                    mask = torch.as_tensor(h >= 0, device=device)
+                codes_t = torch.as_tensor(codes, dtype=torch.long, device=device)
+                u = self._user_forward(net, users[s : s + _CHUNK_ROWS], codes_t, vecs, mask)
                 out.append(u.cpu().numpy())
         return np.concatenate(out).astype(np.float32)
 
@@ -855,21 +963,21 @@ class TwoTower(Recommender):
         """NDCG@10 (the project's metric) of the held-out interactions, training items excluded."""
         net.eval()
         val_users, val_items = held
+        users, row = np.unique(val_users, return_inverse=True)
         vectors = self._item_vectors_of(net, f, np.arange(train.shape[1]))
-        hist = _windows(order, val_users, self.config.history_length)
+        hist = _windows(order, users, self.config.history_length)
         device = str(f["ids"].device)
-        queries = self._users_from_windows(net, val_users, hist, vectors, device)
+        queries = self._users_from_windows(net, users, hist, vectors, device)
         scores = queries @ vectors.T
-        seen = train[val_users]
-        rows = np.repeat(np.arange(val_users.size), np.diff(seen.indptr))
+        seen = train[users]
+        rows = np.repeat(np.arange(users.size), np.diff(seen.indptr))
         scores[rows, seen.indices] = -np.inf
         top, _ = topk_rows(scores, 10)
         relevant = sp.csr_matrix(
-            (np.ones(val_users.size, np.float32), (np.arange(val_users.size), val_items)),
-            shape=scores.shape,
+            (np.ones(val_users.size, np.float32), (row, val_items)), shape=scores.shape
         )
         hits = hits_matrix(top, relevant)
-        return float(ndcg_at_k(hits, np.ones(val_users.size, np.int64)).mean())
+        return float(ndcg_at_k(hits, np.bincount(row, minlength=users.size)).mean())
 
     # ---- inference ------------------------------------------------------------------------
 
@@ -1256,15 +1364,28 @@ def _cut(hist: NDArray[np.int64], share: float, rng: np.random.Generator) -> NDA
 def _holdout(
     matrix: sp.csr_matrix, n: int, rng: np.random.Generator
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """One random training item of up to ``n`` users with at least three items (sorted)."""
+    """Held-out (user, item) cells for early stopping, sorted by user.
+
+    Up to ``n`` users with at least three items (half of those at most) each hold out a
+    `_HOLDOUT_SHARE` of their items (at least one): one item each from a few hundred users
+    is too noisy a signal to stop training on.
+    """
     lengths = np.diff(matrix.indptr)
     eligible = np.flatnonzero(lengths >= 3)
     n = min(n, eligible.size // 2)
     if n < 10:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     users = np.sort(rng.choice(eligible, size=n, replace=False))
-    pick = matrix.indptr[users] + (rng.random(n) * lengths[users]).astype(np.int64)
-    return users.astype(np.int64), matrix.indices[pick].astype(np.int64)
+    counts = lengths[users]
+    take = np.maximum(1, (counts * _HOLDOUT_SHARE).astype(np.int64))
+    owner = np.repeat(np.arange(users.size), counts)
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    pos = np.repeat(matrix.indptr[users], counts) + np.arange(owner.size) - starts
+    # Each item's rank in a random order of its user's items; the first `take` are held out.
+    rank = np.empty(owner.size, np.int64)
+    rank[np.lexsort((rng.random(owner.size), owner))] = np.arange(owner.size) - starts
+    pick = rank < take[owner]
+    return users[owner[pick]].astype(np.int64), matrix.indices[pos[pick]].astype(np.int64)
 
 
 def _drop_cells(
