@@ -57,6 +57,28 @@ def test_a_model_over_the_budget_is_skipped_with_the_setting_that_fits():
     }  # fmt: skip
 
 
+def _ensemble_cfg(two_tower_enabled: bool) -> PipelineConfig:
+    return PipelineConfig.model_validate(
+        {
+            "models": {
+                "als": {"factors": 8},
+                "two_tower": {"enabled": two_tower_enabled},
+                "ensemble": {"model": "hybrid", "components": {"als": 0.6, "two_tower": 0.4}},
+                "hybrid": {"model": "hybrid", "components": {"als": 0.5, "popularity": 0.5}},
+            },
+        }
+    )
+
+
+def test_a_hybrid_on_a_disabled_model_is_skipped_with_the_reason():
+    out = Console(record=True, width=300)
+    specs = runnable_models(_ensemble_cfg(False), None, out)
+    assert set(specs) == {"als", "hybrid"}
+    assert "skipped ensemble: built on two_tower, which is disabled" in out.export_text()
+    # Enabled, the same hybrid stays.
+    assert "ensemble" in runnable_models(_ensemble_cfg(True), None, None)
+
+
 def _report(name: str, users: dict[str, int], scores: dict[str, float]) -> ModelReport:
     segments = {s: {"users": n, "ndcg@10": scores[s]} for s, n in users.items()}
     return ModelReport(name=name, metrics={}, segments=segments, n_users=sum(users.values()))

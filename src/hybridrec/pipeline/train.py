@@ -581,13 +581,22 @@ def runnable_models(
                     f"{_fit_hint(spec.model, shape, budget)}"
                 )
                 del specs[name]
+    # A hybrid on a model the config turns off is left out too, rather than fitting that
+    # model itself with default settings.
+    disabled = {name for name, spec in cfg.models.items() if not spec.enabled}
     changed = True
     while changed:
         changed = False
         for name, spec in list(specs.items()):
-            needs = [d for d in _components(spec.model, dict(spec.params)) if d in reasons]
-            if needs:
-                reasons[name] = f"built on {', '.join(needs)}"
+            parts = _components(spec.model, dict(spec.params))
+            needs = [d for d in parts if d in reasons]
+            off = [d for d in parts if d in disabled and d not in specs]
+            if needs or off:
+                causes = [f"built on {', '.join(needs)}"] if needs else []
+                causes += [
+                    f"built on {d}, which is disabled ([models.{d}] enabled = false)" for d in off
+                ]
+                reasons[name] = "; ".join(causes)
                 del specs[name]
                 changed = True
     if reasons and console is not None:
