@@ -19,6 +19,16 @@ from hybridrec.data.synthetic import planted_clusters
 HYBRIDREC = Path(sys.executable).parent / "hybridrec"
 ERROR_LINE = re.compile(r"^error: \S")
 
+#: The start of a pipeline config over ``train.csv`` + ``items.csv`` beside it, popularity on.
+FILES_PIPELINE = """
+[data]
+source = "files"
+interactions = "train.csv"
+items = "items.csv"
+
+[models.popularity]
+"""
+
 #: A small pipeline with two searched models (ALS, item-kNN), 4 trials each.
 SEARCH_CONFIG = """
 [tuning]

@@ -22,19 +22,15 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
-from cli_helpers import assert_ok, invoke, synthetic_ratings, write_table
+from cli_helpers import FILES_PIPELINE, assert_ok, invoke, synthetic_ratings, write_table
 
 PG_HOST, PG_PORT, PG_DB = "127.0.0.1", 5432, "test"
 ADMIN_TOKEN = "s3cret-token"
 GENRES = ("rock", "jazz", "folk")
 
-SERVING_CONFIG = """
-[data]
-source = "files"
-interactions = "train.csv"
-items = "items.csv"
-
-[models.popularity]
+SERVING_CONFIG = (
+    FILES_PIPELINE
+    + """
 
 [models.als]
 factors = 16
@@ -46,6 +42,7 @@ neighbors = 20
 
 [models.content]
 """
+)
 
 
 def _catalog() -> pl.DataFrame:

@@ -10,16 +10,19 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from cli_helpers import assert_error, assert_ok, invoke, read_csv_text, synthetic_ratings
+from cli_helpers import (
+    FILES_PIPELINE,
+    assert_error,
+    assert_ok,
+    invoke,
+    read_csv_text,
+    synthetic_ratings,
+)
 
 GENRES = ("rock", "jazz", "folk")
-PIPELINE = """
-[data]
-source = "files"
-interactions = "train.csv"
-items = "items.csv"
-
-[models.popularity]
+PIPELINE = (
+    FILES_PIPELINE
+    + """
 
 [models.als]
 factors = 8
@@ -39,6 +42,7 @@ cold = "content"
 warm = "als"
 hot = "hybrid"
 """
+)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from cli_helpers import FILES_PIPELINE
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -27,13 +28,9 @@ CLUSTERS, N_ITEMS = 3, 60
 NEWCOMER = "tt-newcomer"
 # Five items of cluster 1, none of them the newcomer's in any training data.
 FIVE = [i for i in range(1000, 1000 + N_ITEMS) if (i - 1000) % CLUSTERS == 1][:5]
-CONFIG = """
-[data]
-source = "files"
-interactions = "train.csv"
-items = "items.csv"
-
-[models.popularity]
+CONFIG = (
+    FILES_PIPELINE
+    + """
 
 [models.als]
 factors = 16
@@ -52,6 +49,7 @@ model = "hybrid"
 components = { als = 0.6, two_tower = 0.4 }
 normalization = "zscore"
 """
+)
 ENV = {"HYBRIDREC_MODEL_DIR": None, "OPENBLAS_NUM_THREADS": "1"}
 
 
