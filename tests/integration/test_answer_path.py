@@ -178,6 +178,30 @@ def test_every_cli_rule_has_the_same_meaning_in_the_api(
         assert bad.status_code == 422
 
 
+def test_any_pipeline_model_is_asked_by_name_in_the_api_as_in_the_cli(
+    routed_server: Any, routed_store: Path
+) -> None:
+    with routed_server.client() as c:
+        for model in ("itemknn", "content"):
+            body = c.get(f"/recommend/user/{KNOWN}", params={"k": 5, "model": model}).json()
+            ran = invoke(
+                "recommend", "--model-dir", routed_store, "--user", str(KNOWN), "-k", "5",
+                "--model", model,
+            )  # fmt: skip
+            assert_ok(ran)
+            cli = read_csv_text(ran.stdout)
+            assert [i["item_id"] for i in body["items"]] == cli["item_id"].to_list(), model
+            assert {i["method"] for i in body["items"]} == {model} == set(cli["method"])
+            assert body["method_used"] == model
+        visitor = c.post(
+            "/recommend", json={"item_ids": VISITOR_ITEMS, "k": 5, "model": "itemknn"}
+        ).json()
+        assert {i["method"] for i in visitor["items"]} == {"itemknn"}
+        wrong = c.get(f"/recommend/user/{KNOWN}", params={"model": "nope"})
+        assert wrong.status_code == 400 and "no model 'nope'" in wrong.text
+        assert "itemknn" in wrong.text
+
+
 # ---- MovieLens latest-small, trained with the default config --------------------------------
 
 

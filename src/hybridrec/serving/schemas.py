@@ -161,6 +161,11 @@ class AnswerOptions(BaseModel):
         description="Diversity re-ranking lambda (1 = relevance only).",
     )
     explain: bool = Field(default=True, description="Attach reasons to every item.")
+    model: Label | None = Field(
+        default=None,
+        description="Ask this model of the served version first (any pipeline model by its "
+        "name, e.g. an ensemble), instead of the strategy's; then the fallback chain.",
+    )
 
 
 class VisitorRequest(AnswerOptions, _Request):

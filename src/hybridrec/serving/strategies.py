@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from hybridrec.bundle import Bundle
-from hybridrec.errors import HybridrecError, UnknownIdError
+from hybridrec.errors import ConfigError, HybridrecError, UnknownIdError
 from hybridrec.models.explain import CHAIN, Rules
 from hybridrec.models.explain import answer as library_answer
 
@@ -142,6 +142,7 @@ def recommend(
     rules: Rules | None = None,
     history: Mapping[str, float] | None = None,
     explain: bool = True,
+    model: str | None = None,
 ) -> Answer:
     """Recommend ``k`` items to one user through the library's `answer`.
 
@@ -155,10 +156,19 @@ def recommend(
         history: Item id → weight of interactions since training (fold-in); for an unknown
             user, their whole history.
         explain: Attach reasons.
+        model: Ask this model of the version first (the CLI's ``--model``), then the chain.
 
     Returns:
         The `Answer`; never raises for an unknown user (cold-start path).
+
+    Raises:
+        ConfigError: ``model`` is not a model of this version.
     """
+    if model is not None and model not in bundle.model_names:
+        raise ConfigError(
+            f"no model {model!r} in version {bundle.version}; "
+            f"available: {', '.join(bundle.model_names)}"
+        )
     base = bundle.model()
     users, items, _ = base._fitted()
     uid = _py(users.coerce(np.asarray([user_id]))[0])
@@ -184,6 +194,7 @@ def recommend(
         items_table=bundle.items,
         chain=CHAIN,
         explain=explain,
+        first=model,
     )[0]
     reasons = result.reasons or [[] for _ in result.items]
     scored = [

@@ -268,10 +268,12 @@ Alpha = Annotated[
 ]
 
 
-def _kind(route: str, strategy: Strategy, k: int, rules: Rules, explain: bool) -> Hashable:
+def _kind(
+    route: str, strategy: Strategy, k: int, rules: Rules, explain: bool, *, model: str | None = None
+) -> Hashable:
     """What an answer's cost depends on, as `offload` tells kinds apart."""
     heavy = rules.mmr_lambda is not None or rules.min_popularity is not None
-    return (route, strategy.value, k, explain, heavy, bool(rules.include_categories))
+    return (route, strategy.value, model, k, explain, heavy, bool(rules.include_categories))
 
 
 def clamp_k(bundle: Bundle, k: int, notes: list[str]) -> int:
@@ -338,12 +340,21 @@ def _answer(
     history: dict[str, float],
     explain: bool,
     notes: list[str],
+    model: str | None = None,
 ) -> Response:
     """The whole CPU-bound part of a request: the library's answer and the response body."""
     if rules.include_categories and not catalog_of(bundle).in_categories(rules.include_categories):
         notes.append(f"no items in categories {', '.join(rules.include_categories)}")
     result = recommend(
-        bundle, user_id, k, strategy, alpha=alpha, rules=rules, history=history, explain=explain
+        bundle,
+        user_id,
+        k,
+        strategy,
+        alpha=alpha,
+        rules=rules,
+        history=history,
+        explain=explain,
+        model=model,
     )
     body = to_response(bundle, user_id=shown_id, strategy=strategy, k=k, result=result, notes=notes)
     return json_response(body)
@@ -364,6 +375,7 @@ async def _recommend_user(
     min_popularity: int | None = None,
     mmr: float | None = None,
     explain: bool = True,
+    model: str | None = None,
 ) -> Response:
     request.state.strategy = strategy.value
     history, denied = state.online.get(user_id)
@@ -380,7 +392,7 @@ async def _recommend_user(
     return await offload(
         _answer,
         bundle,
-        kind=_kind("user", strategy, k, rules, explain),
+        kind=_kind("user", strategy, k, rules, explain, model=model),
         user_id=user_id,
         shown_id=user_id,
         k=k,
@@ -390,6 +402,7 @@ async def _recommend_user(
         history=history,
         explain=explain,
         notes=notes,
+        model=model,
     )
 
 
@@ -421,6 +434,7 @@ async def recommend_user(request: Request, user_id: UserId) -> Response:
         min_popularity=query.min_popularity,
         mmr=query.mmr,
         explain=query.explain,
+        model=query.model,
     )
 
 
@@ -473,7 +487,7 @@ async def recommend_visitor(request: Request, bundle: BundleDep, body: VisitorRe
     return await offload(
         _answer,
         bundle,
-        kind=_kind("visitor", body.strategy, k, rules, body.explain),
+        kind=_kind("visitor", body.strategy, k, rules, body.explain, model=body.model),
         user_id=visitor,
         shown_id=None,
         k=k,
@@ -483,4 +497,5 @@ async def recommend_visitor(request: Request, bundle: BundleDep, body: VisitorRe
         history=history,
         explain=body.explain,
         notes=notes,
+        model=body.model,
     )
