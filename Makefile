@@ -12,8 +12,9 @@ MODEL_DIR ?= models
 # Everything the test suite exercises: serve (FastAPI, SQLAlchemy, PostgreSQL driver),
 # content (FAISS, scikit-learn, sentence-transformers),
 # neural (torch 2.13.0 CPU, pinned: a looser pin pulls a multi-GB CUDA build)
-# and track (MLflow: every train / evaluate / tune run, and the model registry).
-EXTRAS ?= dev,serve,content,neural,track
+# track (MLflow: every train / evaluate / tune run, and the model registry),
+# rank (LightGBM, the two-stage ranker) and ui (Streamlit).
+EXTRAS ?= dev,serve,content,neural,track,rank,ui
 
 .PHONY: help venv install chromium run train evaluate test lint typecheck pytest bench bench-quality bench-als bench-bundle bench-ann bench-content bench-serve bench-data bench-batch bench-train-scale bench-topk bench-two-tower clean
 
@@ -63,16 +64,18 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
-# The report test renders the page in headless Chromium (Debian's package; as root, or
-# through sudo otherwise). Installed only when missing.
+# The report test renders the page in headless Chromium and the UI test drives it through
+# chromedriver (Debian's packages; as root, or through sudo otherwise). Installed only when
+# missing.
 CHROMIUM ?= /usr/bin/chromium
+CHROMEDRIVER ?= /usr/bin/chromedriver
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 chromium:
-	@if [ ! -x "$(CHROMIUM)" ]; then \
-		echo "installing chromium (apt-get) for the report's screenshot test"; \
+	@if [ ! -x "$(CHROMIUM)" ] || [ ! -x "$(CHROMEDRIVER)" ]; then \
+		echo "installing chromium and chromium-driver (apt-get) for the browser tests"; \
 		$(SUDO) apt-get update -qq && \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
 	fi
 
 pytest: $(VENV)/.installed chromium
