@@ -166,7 +166,7 @@ def train(
 ) -> None:
     """Train the configured models and save them as a new version in the model store."""
     from hybridrec.config import load_config
-    from hybridrec.evaluation.report import comparison_table, segment_table
+    from hybridrec.evaluation.report import comparison_table, importance_tables, segment_table
     from hybridrec.pipeline.train import train_pipeline
     from hybridrec.tracking import tracked_run
 
@@ -196,6 +196,8 @@ def train(
         ks = cfg.evaluation.k
         out.print(comparison_table(result.reports, ks, target=cfg.evaluation.target))
         out.print(segment_table(result.reports, target=cfg.evaluation.target))
+        for table in importance_tables(result.reports):
+            out.print(table)
     state = "current" if promote else "not promoted"
     out.print(
         f"saved version [bold]{result.version}[/bold] ({state}) in {model_dir} "
@@ -253,6 +255,7 @@ def evaluate(
     """
     from hybridrec.evaluation.report import (
         comparison_table,
+        importance_tables,
         plot_reports,
         reports_to_json,
         segment_table,
@@ -281,6 +284,8 @@ def evaluate(
         else:
             out.print(comparison_table(reports, cfg.evaluation.k, target=cfg.evaluation.target))
             out.print(segment_table(reports, target=cfg.evaluation.target))
+            for table in importance_tables(reports):
+                out.print(table)
             out.print(f"{len(reports)} models, {reports[0].n_users} test users, {total:.1f}s")
             if cold_start and prepared is not None:
                 run.add_cold_start(_print_cold_start(cfg, prepared))

@@ -85,10 +85,18 @@ def serving_store(serving_data: Path) -> Path:
     return model_dir
 
 
-#: `SERVING_CONFIG` plus a hybrid and a router, so every strategy has its own first model.
+#: `SERVING_CONFIG` plus a hybrid, a ranker and a router, so every strategy has its own
+#: first model (two_tower has its own tests; its strategy falls back here).
 ROUTED_MODELS = """
 [models.hybrid]
 components = { als = 0.5, itemknn = 0.3, content = 0.2 }
+
+[models.ranked]
+model = "ranker"
+retrievers = { als = 30, itemknn = 30, content = 30, two_tower = 30, popularity = 30 }
+snapshots = 1
+min_child_samples = 20
+show_progress = false
 
 [models.router]
 cold_below = 5

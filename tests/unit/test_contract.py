@@ -47,6 +47,13 @@ MODEL_PARAMS: dict[str, dict[str, Any]] = {
         "components": {"als": 0.5, "itemknn": 0.5},
         "params": {"als": {"factors": 16, "iterations": 15, "use_gpu": False, "random_state": 0}},
     },
+    "ranker": {
+        "retrievers": {"als": 30, "itemknn": 30, "popularity": 30},
+        "params": {"als": {"factors": 16, "iterations": 15, "use_gpu": False, "random_state": 0}},
+        "min_child_samples": 20,
+        "snapshots": 1,
+        "show_progress": False,
+    },
     "router": {
         "cold": "itemknn",
         "warm": "als",

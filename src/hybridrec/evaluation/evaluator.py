@@ -45,6 +45,8 @@ class ModelReport:
         fit_seconds: Training time, when the caller measured it.
         eval_seconds: Time to recommend for every evaluated user and score the lists.
         params: The hyperparameters used.
+        feature_importance: Feature → share of the gain, for a model that has one (the
+            ranker's LightGBM), largest first.
     """
 
     name: str
@@ -54,6 +56,7 @@ class ModelReport:
     fit_seconds: float | None = None
     eval_seconds: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)
+    feature_importance: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Flat JSON-ready dict: metrics, timings, users and segments (NaN becomes None)."""
@@ -62,6 +65,8 @@ class ModelReport:
         out["fit_seconds"] = self.fit_seconds
         out["eval_seconds"] = self.eval_seconds
         out["segments"] = self.segments
+        if self.feature_importance:
+            out["feature_importance"] = self.feature_importance
         clean: dict[str, Any] = _strict_json(out)
         return clean
 
@@ -190,7 +195,14 @@ class Evaluator:
             fit_seconds=fit_seconds,
             eval_seconds=elapsed,
             params=model.config.model_dump(),
+            feature_importance=_importance_of(model),
         )
+
+
+def _importance_of(model: Recommender) -> dict[str, float]:
+    """A model's feature importance (the ranker's), or empty for models without one."""
+    importance = getattr(model, "feature_importance", None)
+    return dict(importance()) if callable(importance) else {}
 
 
 def _mean(values: NDArray[np.float64]) -> float:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "comparison_table",
+    "importance_tables",
     "plot_reports",
     "reports_figure",
     "reports_to_json",
@@ -81,6 +82,23 @@ def segment_table(reports: Sequence[ModelReport], *, target: str = "ndcg@10") ->
     for r in reports:
         table.add_row(r.name, *[_fmt(r.segments.get(seg, {}).get(target)) for seg in SEGMENTS])
     return table
+
+
+def importance_tables(reports: Sequence[ModelReport], top: int = 15) -> list[Table]:
+    """The ``top`` features of each model that has a feature importance (the ranker)."""
+    tables = []
+    for r in reports:
+        if not r.feature_importance:
+            continue
+        table = Table(title=f"{r.name}: top {top} features (share of LightGBM gain)")
+        table.add_column("#", justify="right")
+        table.add_column("feature", style="cyan")
+        table.add_column("gain share", justify="right")
+        ranked = sorted(r.feature_importance.items(), key=lambda kv: (-kv[1], kv[0]))
+        for i, (feature, share) in enumerate(ranked[:top], 1):
+            table.add_row(str(i), feature, f"{share:.3f}")
+        tables.append(table)
+    return tables
 
 
 def reports_to_json(reports: Sequence[ModelReport], **extra: Any) -> str:

@@ -126,6 +126,18 @@ class ComposedRecommender(Recommender):
     def _component_params(self, name: str) -> dict[str, Any]:
         return {}
 
+    @classmethod
+    def without_components(
+        cls, params: dict[str, Any], missing: Sequence[str]
+    ) -> dict[str, Any] | None:
+        """``params`` for this model without the ``missing`` components, or None.
+
+        None (the default) means the model cannot do without them: a pipeline lacking one
+        skips the model. A model whose components are optional (the ranker's retrievers)
+        returns its params without them (empty when none would be left).
+        """
+        return None
+
     def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:
         super().__init__(config, **params)
         self.components_: dict[str, Recommender] = {}
@@ -389,9 +401,7 @@ class Hybrid(ComposedRecommender):
             )
             for name in self.components_
         }
-        proposed = np.concatenate([p.top for p in proposals.values()], axis=1)
-        candidates = np.sort(proposed, axis=1)
-        candidates[:, 1:][candidates[:, 1:] == candidates[:, :-1]] = -1
+        candidates = candidate_union([p.top for p in proposals.values()])
         valid = candidates >= 0
         parts, answers = {}, {}
         for name, proposal in proposals.items():
@@ -484,12 +494,7 @@ class Hybrid(ComposedRecommender):
         # Ranked over the candidate union itself: no dense users × items block.
         parts, answers, candidates = self.normalized_parts(users, history, fold_in, exclude_seen)
         values = blend_candidates(parts, answers, candidates, self.weights)
-        if allowed is not None:
-            values[~allowed[np.maximum(candidates, 0)]] = -np.inf
-        # Candidates ascend by item index: ties by position are ties by index.
-        pos, val = topk_rows(values, k)
-        top = np.where(pos >= 0, np.take_along_axis(candidates, np.maximum(pos, 0), axis=1), -1)
-        return top, val
+        return top_of_candidates(candidates, values, k, allowed)
 
     def _similar_scores(self, items: NDArray[np.int64]) -> NDArray[np.float32]:
         total = np.zeros((items.size, len(self._fitted()[1])), np.float64)
@@ -508,6 +513,30 @@ class Hybrid(ComposedRecommender):
                 f"model {self.name!r}: no component supports similar_items ({'; '.join(failed)})"
             )
         return total.astype(np.float32)
+
+
+def candidate_union(tops: Sequence[NDArray[np.int64]]) -> NDArray[np.int64]:
+    """Per row, the union of the top lists: item indices ascending, -1 for each repeat."""
+    union = np.sort(np.concatenate(list(tops), axis=1), axis=1)
+    union[:, 1:][union[:, 1:] == union[:, :-1]] = -1
+    return union
+
+
+def top_of_candidates(
+    candidates: NDArray[np.int64],
+    values: NDArray[Any],
+    k: int,
+    allowed: NDArray[np.bool_] | None,
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """The top ``k`` item indices of each row by ``values`` over its ``candidates``.
+
+    ``candidates`` ascend by item index (-1: none), so ties by position are ties by index.
+    """
+    if allowed is not None:
+        values[~allowed[np.maximum(candidates, 0)]] = -np.inf
+    pos, val = topk_rows(values, k)
+    top = np.where(pos >= 0, np.take_along_axis(candidates, np.maximum(pos, 0), axis=1), -1)
+    return top, val
 
 
 def _similar_in(

@@ -22,6 +22,7 @@ _BUILTIN: dict[str, str] = {
     "hybrid": "hybridrec.models.hybrid:Hybrid",
     "itemknn": "hybridrec.models.itemknn:ItemKNN",
     "popularity": "hybridrec.models.popularity:Popularity",
+    "ranker": "hybridrec.ranking.ranker:Ranker",
     "router": "hybridrec.models.hybrid:Router",
     "two_tower": "hybridrec.models.two_tower:TwoTower",
 }

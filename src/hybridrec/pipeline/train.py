@@ -591,6 +591,24 @@ def runnable_models(
             parts = _components(spec.model, dict(spec.params))
             needs = [d for d in parts if d in reasons]
             off = [d for d in parts if d in disabled and d not in specs]
+            absent = [d for d in parts if d not in specs and d not in cfg.models]
+            klass = get_model_class(spec.model)
+            reduced = (
+                klass.without_components(dict(spec.params), [*needs, *off, *absent])
+                if issubclass(klass, ComposedRecommender) and (needs or off or absent)
+                else None
+            )
+            if reduced:
+                # Optional components (a ranker's retrievers): go on without those missing.
+                specs[name] = spec.model_copy(update={"params": reduced})
+                if console is not None:
+                    console.print(
+                        f"{name}: without {', '.join([*needs, *off, *absent])} "
+                        "(not in this pipeline)",
+                        highlight=False,
+                    )
+                changed = True
+                continue
             if needs or off:
                 causes = [f"built on {', '.join(needs)}"] if needs else []
                 causes += [
@@ -599,6 +617,13 @@ def runnable_models(
                 reasons[name] = "; ".join(causes)
                 del specs[name]
                 changed = True
+    for name, spec in specs.items():
+        # Models that learn from a label window of their own follow the pipeline's split.
+        adapt = getattr(get_model_class(spec.model), "params_for_split", None)
+        if adapt is not None:
+            specs[name] = spec.model_copy(
+                update={"params": adapt(dict(spec.params), cfg.split.method)}
+            )
     if reasons and console is not None:
         for name, why in reasons.items():
             console.print(f"[yellow]skipped {name}: {escape(why)}[/yellow]", highlight=False)
@@ -812,6 +837,9 @@ def train_pipeline(
     runnable = runnable_models(
         cfg, items, console if not reports else None, data_shape(final_df, items)
     )
+    if not reports:
+        # Nothing tuned: the params as runnable_models adapted them (retrievers, labels).
+        chosen = {name: dict(spec.params) for name, spec in runnable.items()} or chosen
     names = [n for n in chosen if n in runnable] or [n for n in runnable] or list(chosen)
     scored = {r.name: r.metrics.get(target, float("-inf")) for r in reports}
     if scored:
@@ -835,6 +863,10 @@ def train_pipeline(
                 model, seconds = fit_model(model_name, chosen[name], final, fitted)
                 fitted[name] = model
                 info[name] = {"params": model.config.model_dump(), "fit_seconds": round(seconds, 3)}
+                importance = getattr(model, "feature_importance", None)
+                if callable(importance):
+                    info[name]["feature_importance"] = importance()
+                    info[name]["training"] = dict(getattr(model, "info_", {}))
                 progress.advance(task)
             models = {name: fitted[name] for name in names}
             precompute_ranking(

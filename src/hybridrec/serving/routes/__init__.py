@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from hybridrec.serving.routes import admin, events, health, recommend, similar
+from hybridrec.serving.routes import admin, compat, events, health, recommend, similar
 
 __all__ = ["ROUTERS"]
 
@@ -12,4 +12,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     similar.router,
     events.router,
     admin.router,
+    compat.router,
 )
