@@ -16,7 +16,7 @@ MODEL_DIR ?= models
 # rank (LightGBM, the two-stage ranker) and ui (Streamlit).
 EXTRAS ?= dev,serve,content,neural,track,rank,ui
 
-.PHONY: help venv install chromium run train evaluate test lint typecheck pytest bench bench-quality bench-als bench-bundle bench-ann bench-content bench-serve bench-data bench-batch bench-train-scale bench-topk bench-two-tower clean
+.PHONY: help venv install chromium run train evaluate test lint typecheck pytest bench bench-quality bench-als bench-bundle bench-ann bench-content bench-serve bench-data bench-batch bench-train-scale bench-topk bench-two-tower bench-ranker clean
 
 help:
 	@echo "make run            train + evaluate the default pipeline, save to $(MODEL_DIR)/, write its report, serve it"
@@ -32,6 +32,7 @@ help:
 	@echo "make bench-train-scale  train vs polars + scipy + implicit directly on 1M, 4M, 16M rows (RSS)"
 	@echo "make bench-topk     top-k selection vs implicit's own top-k, 30k x 40k scores"
 	@echo "make bench-two-tower  two-tower vs every model, ALS + two-tower ensemble, cold users/items (latest-small)"
+	@echo "make bench-ranker   two-stage LightGBM ranker vs every model (temporal), recall, importance, 20M-row features"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -124,6 +125,12 @@ bench-topk: $(VENV)/.installed
 # (tens of minutes on 2 cores: each two-tower search trial trains it).
 bench-two-tower: $(VENV)/.installed
 	$(BIN)/python benchmarks/two_tower.py --config configs/benchmark.toml
+
+# The ranker's quality (temporal latest-small), candidate recall, latency, and feature
+# generation over a 20M-row synthetic log (SCALE_ROWS=2000000 for a quick look).
+SCALE_ROWS ?= 20000000
+bench-ranker: $(VENV)/.installed
+	$(BIN)/python benchmarks/ranker.py --scale-rows $(SCALE_ROWS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -86,7 +86,8 @@ def quality(cfg: PipelineConfig) -> dict[str, Any]:
         console.print(table)
     by = {r.name: r.metrics[TARGET] for r in reports}
     assert "ranked" in by, "the ranker did not run"
-    others = {n: v for n, v in by.items() if n != "ranked"}
+    # Single retrievers and the tuned hybrid; the router may route to the ranker itself.
+    others = {n: v for n, v in by.items() if n not in ("ranked", "router")}
     best = max(others, key=lambda n: others[n])
     ratio = by["ranked"] / others[best]
     console.print(
@@ -96,6 +97,8 @@ def quality(cfg: PipelineConfig) -> dict[str, Any]:
     hybrid = by.get("hybrid")
     if hybrid:
         console.print(f"ranked vs tuned hybrid: {(by['ranked'] / hybrid - 1) * 100:+.1f}%")
+    if "router" in by:
+        console.print(f"router (routes: {chosen['router']}): {by['router']:.4f}")
 
     # The evaluated models again (chosen params, train + valid): the ranker's candidates.
     fit_df = split.train_valid()

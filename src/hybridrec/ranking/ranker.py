@@ -56,6 +56,8 @@ __all__ = ["Ranker", "RankerConfig"]
 
 #: The candidate source built into the ranker (items most popular in the recent window).
 RECENT = "recent"
+# Rows below which LightGBM predicts on one thread.
+_THREADED_ROWS = 20_000
 
 
 class RankerConfig(ModelConfig):
@@ -379,13 +381,18 @@ class Ranker(ComposedRecommender):
         """The items most popular in the shortest window (overall without times)."""
         assert self.tables_ is not None
         tables = self.tables_
-        name = f"item_pop_{min(tables.windows):g}d"
-        scores = tables.item.get(name, tables.item["item_pop"]).astype(np.float64)
-        # Ties by overall popularity, then by index.
-        scores = scores + tables.item["item_pop"] * 1e-6
-        order = np.lexsort((np.arange(scores.size), -scores)).astype(np.int64)
-        rank = np.empty_like(order)
-        rank[order] = np.arange(order.size)
+        cached = getattr(self, "_recent_order", None)
+        if cached is None or cached[0] is not tables:
+            name = f"item_pop_{min(tables.windows):g}d"
+            scores = tables.item.get(name, tables.item["item_pop"]).astype(np.float64)
+            # Ties by overall popularity, then by index.
+            scores = scores + tables.item["item_pop"] * 1e-6
+            order = np.lexsort((np.arange(scores.size), -scores)).astype(np.int64)
+            rank = np.empty_like(order)
+            rank[order] = np.arange(order.size)
+            cached = (tables, scores, order, rank)
+            self._recent_order = cached
+        _, scores, order, rank = cached
         hist = history.tocsr()
         hist.sort_indices()
         return ranked_proposal(
@@ -452,7 +459,9 @@ class Ranker(ComposedRecommender):
     ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         """Candidates and their ranker scores (-inf for none and for users without any)."""
         cands, x, _ = self._candidate_features(users, history, fold_in, exclude_seen=exclude_seen)
-        threads = self.config.num_threads or batch_threads()
+        # One thread for a request's few hundred rows: OpenMP's start-up costs more than the
+        # trees (0.1 ms against 0.6 ms for 500 rows on 2 cores, far worse on a busy machine).
+        threads = 1 if x.shape[0] < _THREADED_ROWS else self.config.num_threads or batch_threads()
         raw = self._booster().predict(x, num_threads=threads)
         scores = np.asarray(raw, np.float32).reshape(cands.shape)
         scores[cands < 0] = -np.inf
@@ -571,6 +580,7 @@ class Ranker(ComposedRecommender):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_local", None)
+        state.pop("_recent_order", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
