@@ -16,10 +16,11 @@ MODEL_DIR ?= models
 # rank (LightGBM, the two-stage ranker) and ui (Streamlit).
 EXTRAS ?= dev,serve,content,neural,track,rank,ui
 
-.PHONY: help venv install chromium run train evaluate test lint typecheck pytest bench bench-quality bench-als bench-bundle bench-ann bench-content bench-serve bench-data bench-batch bench-train-scale bench-topk bench-two-tower bench-ranker clean
+.PHONY: help venv install chromium run train evaluate test lint typecheck pytest bench bench-quality bench-als bench-bundle bench-ann bench-content bench-serve bench-data bench-batch bench-train-scale bench-topk bench-two-tower bench-ranker clean ui
 
 help:
-	@echo "make run            train + evaluate the default pipeline, save to $(MODEL_DIR)/, write its report, serve it"
+	@echo "make run            train + evaluate the default pipeline, save to $(MODEL_DIR)/, write its report, serve it with the web UI"
+	@echo "make ui             the web UI alone, over the API at HYBRIDREC_API_URL (default http://$(HOST):$(PORT))"
 	@echo "make test           lint, type-check and run the test suite"
 	@echo "make bench-quality  quality benchmark (random and temporal protocols)"
 	@echo "make bench-als      ALS seconds per iteration on a 10M-interaction matrix"
@@ -50,13 +51,26 @@ PORT ?= 8000
 # The offline report of the version `make run` trains (one self-contained HTML page).
 REPORT ?= $(MODEL_DIR)/report.html
 
+# The web UI's port, and the API it talks to (`make ui` over an API already running).
+UI_PORT ?= 8501
+HYBRIDREC_API_URL ?= http://$(HOST):$(PORT)
+
 run: $(VENV)/.installed
 	$(BIN)/hybridrec train --config configs/default.toml --model-dir $(MODEL_DIR)
 	$(BIN)/hybridrec report --model-dir $(MODEL_DIR) --output $(REPORT)
 	@echo "report: $(abspath $(REPORT))"
 	$(BIN)/hybridrec recommend --model-dir $(MODEL_DIR) --user 1 -k 5 --strategy auto
-	@echo "serving on http://$(HOST):$(PORT) (API docs at /docs); Ctrl-C stops it"
-	$(BIN)/hybridrec serve --model-dir $(MODEL_DIR) --host $(HOST) --port $(PORT)
+	@# The API in the background, the UI in the foreground; the API stops with the UI
+	@# (Ctrl-C, or the UI exiting). HYBRIDREC_ADMIN_TOKEN, when set, turns rollback on.
+	@$(BIN)/hybridrec serve --model-dir $(MODEL_DIR) --host $(HOST) --port $(PORT) & api=$$!; \
+	trap 'kill $$api 2>/dev/null; wait $$api 2>/dev/null' EXIT; \
+	echo "API: http://$(HOST):$(PORT) (docs at http://$(HOST):$(PORT)/docs)"; \
+	echo "UI:  http://$(HOST):$(UI_PORT)  (Ctrl-C stops both)"; \
+	$(BIN)/hybridrec ui --api-url http://$(HOST):$(PORT) --host $(HOST) --port $(UI_PORT)
+
+ui: $(VENV)/.installed
+	@echo "UI:  http://$(HOST):$(UI_PORT) over the API at $(HYBRIDREC_API_URL)"
+	$(BIN)/hybridrec ui --api-url $(HYBRIDREC_API_URL) --host $(HOST) --port $(UI_PORT)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks

@@ -1144,6 +1144,65 @@ def bundle_import(
     )
 
 
+# ---- ui -------------------------------------------------------------------------------------
+
+
+@app.command("ui")
+@_friendly
+def ui(
+    api_url: Annotated[
+        str,
+        typer.Option("--api-url", help="Where the API listens.", envvar="HYBRIDREC_API_URL"),
+    ] = "http://127.0.0.1:8000",
+    host: Annotated[
+        str, typer.Option("--host", help="Address the UI listens on.", envvar="HYBRIDREC_UI_HOST")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", help="Port the UI listens on.", envvar="HYBRIDREC_UI_PORT")
+    ] = 8501,
+) -> None:
+    """Start the web UI (Streamlit) over a running API ('hybridrec serve')."""
+    import importlib.util
+    import os
+
+    from hybridrec.errors import ConfigError
+    from hybridrec.ui import APP
+
+    if not api_url.startswith(("http://", "https://")):
+        raise ConfigError(f"--api-url {api_url!r}: give the API's http:// or https:// URL")
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--port must be 1-65535 (got {port})")
+    if importlib.util.find_spec("streamlit") is None:
+        raise ConfigError("the UI needs Streamlit: pip install 'hybridrec[ui]'")
+    args = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP),
+        "--server.headless",
+        "true",
+        "--server.address",
+        host,
+        "--server.port",
+        str(port),
+        # Nothing leaves the machine, and a served app's source does not change under it.
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+        "--client.toolbarMode",
+        "viewer",
+    ]
+    err.print(
+        f"UI on http://{host}:{port} over the API at {api_url}; Ctrl-C stops it",
+        highlight=False,
+        soft_wrap=True,
+    )
+    # Streamlit takes this process over, so a signal to it (Ctrl-C, make's trap) stops the UI.
+    os.execve(sys.executable, args, {**os.environ, "HYBRIDREC_API_URL": api_url.rstrip("/")})
+
+
 def main() -> None:  # pragma: no cover - console entry point
     """Run the CLI."""
     app()

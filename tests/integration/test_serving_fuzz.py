@@ -10,6 +10,7 @@ with Hypothesis directly from each operation's strategy: the same generators and
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,15 @@ def fuzz_server(
     pg_schemas: Any,
 ) -> Iterator[Any]:
     url = pg_schemas.new("fuzz") if request.param == "postgresql" else None
-    server = launch(serving_store, tmp_path_factory.mktemp("fuzz"), database_url=url)
+    # A private copy: fuzzed admin calls (POST /admin/rollback with the token) move the
+    # store's current pointer, which the session's other tests rely on.
+    store = shutil.copytree(serving_store, tmp_path_factory.mktemp("fuzz-store") / "models")
+    server = launch(
+        store,
+        tmp_path_factory.mktemp("fuzz"),
+        database_url=url,
+        extra_env={"HYBRIDREC_TRACKING": "false"},
+    )
     try:
         yield server
     finally:
