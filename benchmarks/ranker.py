@@ -10,9 +10,12 @@
 3. The ranker's top-15 features (share of LightGBM gain).
 4. Ranking ~500 candidates for one user, in-process, warm: p50 / p99 over 300 requests
    (floor: p99 < 20 ms), with the candidate count checked.
-5. Feature generation (tables + candidates + features for every user, chunked) over a
-   synthetic 20M-interaction log (200,000 users, 50,000 items), each chunk size in a fresh
-   process: seconds and peak RSS (floor: < 8 GiB). ``--scale-rows`` shrinks it for a look.
+5. Feature generation over a synthetic 20M-interaction log (200,000 users, 50,000 items,
+   power-law popularity and activity, timestamps, a catalog with categories), written to
+   Parquet once; then, for each chunk size in a fresh process: read it, build the feature
+   tables, and generate candidates (popularity and recent popularity; the retrievers' own
+   scoring is their cost, not the features') and features for every user, chunk by chunk.
+   Seconds and peak RSS (floor: < 8 GiB). ``--scale-rows`` shrinks it for a look.
 
     python benchmarks/ranker.py [--skip-scale] [--scale-rows 20000000]
 """
@@ -168,33 +171,42 @@ def ranking_latency(ranker: Any, data: InteractionData, requests: int = 300) -> 
     return {"candidates": float(np.mean(counts)), "p50_ms": p50, "p99_ms": p99}
 
 
-def scale_child(rows: int, chunk: int) -> None:
-    """Tables + candidates + features of every user of a synthetic log (one process)."""
+def synthesize(rows: int, path: Path) -> dict[str, Any]:
+    """Write the synthetic log and catalog as Parquet (in a child: its memory is its own)."""
     from hybridrec.data.synthetic import random_catalog, random_interactions
-    from hybridrec.models import create_model
 
-    n_users, n_items = 200_000 * rows // 20_000_000 or 1000, 50_000
+    n_users, n_items = max(200_000 * rows // 20_000_000, 1000), 50_000
     start = time.perf_counter()
     log = random_interactions(n_users, n_items, rows, seed=7, skew=1.0, user_skew=1.0)
-    log = log.drop("event_type")
-    catalog = random_catalog(n_items, seed=7)
+    log.drop("event_type").write_parquet(path / "events.parquet")
+    random_catalog(n_items, seed=7).write_parquet(path / "items.parquet")
+    return {"synthesize_s": round(time.perf_counter() - start, 1)}
+
+
+def scale_child(path: Path, chunk: int) -> dict[str, Any]:
+    """Read the log, build the tables, then candidates + features of every user in chunks."""
+    import polars as pl
+
+    from hybridrec.models import create_model
+    from hybridrec.models.base import _training_rows
+    from hybridrec.ranking.features import FeatureTables
+
+    start = time.perf_counter()
+    log = pl.read_parquet(path / "events.parquet")
+    catalog = pl.read_parquet(path / "items.parquet")
     data = InteractionData.from_frame(log, items_table=catalog)
-    made = time.perf_counter() - start
+    load_s = time.perf_counter() - start
     start = time.perf_counter()
     pop = create_model("popularity").fit(data)
     ranker = create_model(
-        "ranker",
-        {"retrievers": {"popularity": 100}, "recent": 50, "chunk_size": chunk},
+        "ranker", {"retrievers": {"popularity": 100}, "recent": 50, "chunk_size": chunk}
     )
     ranker.users_, ranker.items_, ranker.user_items_ = data.users, data.items, data.matrix
     ranker.components_ = {"popularity": pop}
-    from hybridrec.ranking.features import FeatureTables
-
     ranker.tables_ = FeatureTables.build(log, data.users, data.items, items_table=catalog)
     tables_s = time.perf_counter() - start
-    cells = 0
-    from hybridrec.models.base import _training_rows
-
+    before = peak_rss_gib()
+    cells, width = 0, 0
     start = time.perf_counter()
     for first in range(0, len(data.users), chunk):
         idx = np.arange(first, min(first + chunk, len(data.users)))
@@ -202,48 +214,56 @@ def scale_child(rows: int, chunk: int) -> None:
         cands, x, _ = ranker._candidate_features(
             idx, hist, np.zeros(idx.size, bool), exclude_seen=True
         )
-        assert np.isfinite(x[:, 0][cands.reshape(-1) >= 0]).all()
+        assert np.isfinite(x[:, 0][cands.reshape(-1) >= 0]).all(), "a candidate lost its score"
         cells += int((cands >= 0).sum())
-    features_s = time.perf_counter() - start
-    print(
-        json.dumps(
-            {
-                "rows": log.height,
-                "users": len(data.users),
-                "items": len(data.items),
-                "chunk": chunk,
-                "synthesize_s": round(made, 1),
-                "tables_s": round(tables_s, 1),
-                "features_s": round(features_s, 1),
-                "pairs": cells,
-                "features": x.shape[1],
-                "peak_rss_gib": round(peak_rss_gib(), 2),
-            }
-        )
+        width = x.shape[1]
+    return {
+        "rows": log.height,
+        "users": len(data.users),
+        "items": len(data.items),
+        "chunk": chunk,
+        "load_s": round(load_s, 1),
+        "tables_s": round(tables_s, 1),
+        "features_s": round(time.perf_counter() - start, 1),
+        "pairs": cells,
+        "features": width,
+        "rss_before_chunks_gib": round(before, 2),
+        "peak_rss_gib": round(peak_rss_gib(), 2),
+    }
+
+
+def _child(*args: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, *args], check=True, capture_output=True, text=True
     )
+    found: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return found
 
 
 def scale(rows: int, chunks: tuple[int, ...] = (1024, 8192)) -> list[dict[str, Any]]:
+    import tempfile
+
     results = []
-    for chunk in chunks:
-        console.print(f"feature generation, {rows:,} rows, chunk {chunk} (fresh process) ...")
-        out = subprocess.run(
-            [sys.executable, __file__, "--scale-child", str(rows), str(chunk)],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    table = Table(title="feature generation: tables + candidates + features for every user")
-    for col in ("rows", "users", "items", "chunk", "pairs", "features"):
+    with tempfile.TemporaryDirectory(prefix="hybridrec-bench-ranker-") as tmp:
+        console.print(f"synthesizing {rows:,} interactions (Parquet, fresh process) ...")
+        made = _child("--synthesize", str(rows), tmp)
+        console.print(f"  {made['synthesize_s']} s")
+        for chunk in chunks:
+            console.print(f"feature generation, chunk {chunk} (fresh process) ...")
+            results.append(_child("--scale-child", tmp, str(chunk)))
+    table = Table(
+        title="feature generation from Parquet: tables + candidates + features for every user"
+    )
+    cols = ("rows", "users", "items", "chunk", "pairs", "features")
+    for col in cols:
         table.add_column(col, justify="right")
-    for col in ("synthesize s", "tables s", "features s", "peak RSS GiB"):
+    for col in ("load s", "tables s", "features s", "RSS before chunks", "peak RSS GiB"):
         table.add_column(col, justify="right")
     for r in results:
         table.add_row(
-            f"{r['rows']:,}", f"{r['users']:,}", f"{r['items']:,}", str(r["chunk"]),
-            f"{r['pairs']:,}", str(r["features"]), str(r["synthesize_s"]),
-            str(r["tables_s"]), str(r["features_s"]), str(r["peak_rss_gib"]),
+            *(f"{r[c]:,}" for c in cols),
+            str(r["load_s"]), str(r["tables_s"]), str(r["features_s"]),
+            str(r["rss_before_chunks_gib"]), str(r["peak_rss_gib"]),
         )  # fmt: skip
     console.print(table)
     worst = max(r["peak_rss_gib"] for r in results)
@@ -259,11 +279,15 @@ def main() -> None:
     parser.add_argument("--skip-scale", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--scale-rows", type=int, default=20_000_000)
-    parser.add_argument("--scale-child", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--scale-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--synthesize", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--json", default="artifacts/bench-ranker.json")
     args = parser.parse_args()
+    if args.synthesize:
+        print(json.dumps(synthesize(int(args.synthesize[0]), Path(args.synthesize[1]))))
+        return
     if args.scale_child:
-        scale_child(*args.scale_child)
+        print(json.dumps(scale_child(Path(args.scale_child[0]), int(args.scale_child[1]))))
         return
     results: dict[str, Any] = {}
     if not args.skip_quality:
