@@ -12,11 +12,21 @@ import pytest
 from hybridrec.data.dataset import InteractionData
 from hybridrec.models import ALS, EASE, Recommender
 from hybridrec.models.base import ItemFilter
+from hybridrec.ranking import Ranker
 
 N = 30
 PARAMS: dict[str, tuple[type[Recommender], dict[str, Any]]] = {
     "als": (ALS, {"factors": 16, "iterations": 10, "use_gpu": False, "random_state": 0}),
     "ease": (EASE, {"regularization": 50.0}),
+    "ranker": (
+        Ranker,
+        {
+            "retrievers": {"itemknn": 20, "popularity": 20},
+            "snapshots": 1,
+            "min_child_samples": 20,
+            "show_progress": False,
+        },
+    ),
 }
 
 
@@ -40,6 +50,9 @@ def _scoring_forbidden(model: Recommender) -> Recommender:
         raise AssertionError("scored the catalog")
 
     strict._score = refuse  # type: ignore[method-assign]
+    if hasattr(strict, "_ranked"):
+        # The ranker scores its candidates there, not through `_score`.
+        strict._ranked = refuse
     return strict
 
 

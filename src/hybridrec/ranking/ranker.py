@@ -134,6 +134,9 @@ class Ranker(ComposedRecommender):
     config: RankerConfig
     #: Retrievers the pipeline lacks are dropped from the config instead of skipping it.
     optional_components: ClassVar[bool] = True
+    #: Every request has each retriever score the catalog and LightGBM rank the union:
+    #: a stored ranking of each known user (`precompute_ranking`) saves all of it.
+    ranks_whole_catalog: ClassVar[bool] = True
 
     def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:
         super().__init__(config, **params)
@@ -477,6 +480,9 @@ class Ranker(ComposedRecommender):
         exclude_seen: bool,
         allowed: NDArray[np.bool_] | None,
     ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        stored = self._stored_topk(users, fold_in, k, exclude_seen=exclude_seen, allowed=allowed)
+        if stored is not None:
+            return stored
         cands, scores = self._ranked(users, history, fold_in, exclude_seen=exclude_seen)
         scores[np.diff(history.indptr) == 0] = -np.inf
         return top_of_candidates(cands, scores, k, allowed)
