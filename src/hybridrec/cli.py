@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hybridrec.errors import DataError, HybridrecError, UnknownIdError
+from hybridrec.serving.cli import DatabaseOpt, DataDirOpt
 
 if TYPE_CHECKING:
     import polars as pl
@@ -1142,6 +1143,129 @@ def bundle_import(
     out.print(
         f"imported version [bold]{new}[/bold] ({state}) in {model_dir}: {', '.join(result.models)}"
     )
+
+
+# ---- retrain --------------------------------------------------------------------------------
+
+
+@app.command()
+@_friendly
+def retrain(
+    model_dir: ModelDirOpt = Path("models"),
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Pipeline config (TOML; its retrain section sets the gate). Default: the "
+            "config the current version was trained with.",
+        ),
+    ] = None,
+    once: Annotated[bool, typer.Option("--once", help="One round, then exit.")] = False,
+    every: Annotated[
+        str | None,
+        typer.Option(
+            "--every",
+            help="A round every DURATION (30m, 6h, 1d), the first one DURATION from now, "
+            "until stopped. Default: HYBRIDREC_RETRAIN_EVERY.",
+        ),
+    ] = None,
+    min_improve: Annotated[
+        float | None,
+        typer.Option(
+            "--min-improve",
+            help="Relative gain of the target metric needed to deploy (0.01 = 1%). Default: "
+            "HYBRIDREC_MIN_IMPROVE, else the config's retrain.min_improve.",
+        ),
+    ] = None,
+    database_url: DatabaseOpt = None,
+    data_dir: DataDirOpt = None,
+    reload_url: Annotated[
+        str | None,
+        typer.Option(
+            "--reload-url",
+            help="After a deployment, POST URL/admin/reload-model with HYBRIDREC_ADMIN_TOKEN "
+            "(a server on the store follows its current version anyway).",
+        ),
+    ] = None,
+    beside_server: Annotated[
+        int | None,
+        typer.Option(
+            "--beside-server", hidden=True, help="Run beside this server process (serve)."
+        ),
+    ] = None,
+    data_home: Annotated[Path | None, typer.Option(envvar="HYBRIDREC_DATA_HOME")] = None,
+) -> None:
+    """Retrain on the data plus the service's events and feedback; deploy only if better.
+
+    The candidate and the serving version are scored on the newest interactions the
+    serving version was not trained on; the candidate becomes current only when its target
+    metric is at least min_improve better and a paired bootstrap over those users puts the
+    interval of the difference above zero. Every decision, with both figures and the
+    interval, goes to the store's history.json (and the MLflow run).
+    """
+    import os
+
+    from hybridrec.config import Settings
+    from hybridrec.errors import ConfigError
+    from hybridrec.pipeline.retrain import (
+        exit_with_parent,
+        parse_duration,
+        retrain_once,
+        run_every,
+    )
+
+    if once and every is not None:
+        raise ConfigError("give --once or --every, not both")
+    every = every if every is not None or once else (Settings().retrain_every or None)
+    if not once and every is None:
+        raise ConfigError("give --once, or --every DURATION (or set HYBRIDREC_RETRAIN_EVERY)")
+    seconds = parse_duration(every, what="--every") if every is not None else None
+
+    def one_round() -> None:
+        result = retrain_once(
+            model_dir,
+            config=config,
+            data_home=data_home,
+            database_url=database_url,
+            data_dir=data_dir,
+            min_improve=min_improve,
+            reload_url=reload_url,
+            # A schedule trains nothing when nothing changed since its last decision.
+            skip_unchanged=seconds is not None,
+            console=err,
+        )
+        _print_decision(result)
+
+    if seconds is None:
+        one_round()
+        return
+    if beside_server is not None:
+        # Beside a server: its requests come first, and the schedule ends with it.
+        exit_with_parent(beside_server)
+        os.nice(10)
+    try:
+        run_every(seconds, one_round, console=err)
+    except KeyboardInterrupt:
+        err.print("retrain: stopped")
+
+
+def _print_decision(result: Any) -> None:
+    """The decision of a retraining round as a table and one line, on stdout."""
+    d = result.decision
+    table = Table(title=f"retrain: {d.target} on {result.holdout_users} held-out users")
+    for column in ("", "version", d.target):
+        table.add_column(column)
+    for role, version, value in (
+        ("candidate", result.candidate, d.candidate),
+        ("serving", result.compared_with, d.current),
+    ):
+        table.add_row(role, version or "-", "-" if value is None else f"{value:.4f}")
+    if d.candidate is not None and d.current is not None:
+        out.print(table)
+    verdict = "deployed" if d.deploy else "kept"
+    version = result.candidate if d.deploy else result.compared_with
+    out.print(f"{verdict} {version or 'nothing'}: {escape(d.reason)}", soft_wrap=True)
 
 
 # ---- ui -------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ __all__ = [
     "ModelSpec",
     "PipelineConfig",
     "ResourcesConfig",
+    "RetrainConfig",
     "SearchRange",
     "Settings",
     "SplitConfig",
@@ -74,6 +75,14 @@ class Settings(BaseSettings):
     #: False turns MLflow tracking off for this process, whatever a config's ``[tracking]``
     #: says (``HYBRIDREC_TRACKING=false``: test suites, CI, timing benchmarks).
     tracking: bool = True
+
+    # ---- retraining (``hybridrec retrain``, ``hybridrec serve --retrain-every``) -------------
+    #: How often to retrain ("30m", "6h", "1d"): ``serve`` retrains beside the server when set,
+    #: ``retrain`` without ``--once`` / ``--every`` loops at this interval; unset: never.
+    retrain_every: str | None = None
+    #: Relative gain of the target metric a candidate needs to be deployed (0.01: 1%);
+    #: overrides the config's ``[retrain] min_improve`` when set.
+    min_improve: float | None = Field(default=None, ge=0)
 
 
 class _Strict(BaseModel):
@@ -206,6 +215,32 @@ class TrackingConfig(_Strict):
     registered_model: str = "hybridrec"
 
 
+class RetrainConfig(_Strict):
+    """Retraining from feedback, deployed only when better (`hybridrec.pipeline.retrain`)."""
+
+    #: Weight a thumbs up (a ``like`` event) adds to its user-item pair.
+    thumbs_up: float = Field(default=2.0, gt=0, allow_inf_nan=False)
+    #: What a thumbs down (a ``dislike``) does to its pair: ``remove`` it from the training
+    #: data (what came before it; later events count again), or ``ignore`` it.
+    thumbs_down: Literal["remove", "ignore"] = "remove"
+    #: Relative gain of the target metric over the serving version a candidate needs
+    #: (0.01: 1%); the paired bootstrap's lower bound must also be above zero.
+    min_improve: float = Field(default=0.01, ge=0, allow_inf_nan=False)
+    #: Share of the interactions the serving version was not trained on held out for the
+    #: comparison, newest first.
+    holdout_share: float = Field(default=0.2, gt=0, le=1)
+    #: Hold out this many interactions instead of a share (0: by ``holdout_share``).
+    holdout_size: int = Field(default=0, ge=0)
+    #: Fewer held-out users than this: nothing is deployed (too few to decide on).
+    min_users: int = Field(default=20, ge=1)
+    #: Bootstrap resamples of the held-out users.
+    bootstrap_samples: int = Field(default=2000, ge=100, le=1_000_000)
+    #: Confidence of the bootstrap interval of the difference (candidate - serving).
+    confidence: float = Field(default=0.95, ge=0.5, lt=1)
+    #: Seed of the bootstrap: the same data and seed give the same interval.
+    seed: int = 42
+
+
 class TuningConfig(_Strict):
     """How hyperparameter search spaces (``[models.<name>.search]``) are searched."""
 
@@ -280,6 +315,8 @@ class PipelineConfig(_Strict):
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     #: MLflow tracking of the runs and the model registry.
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    #: Retraining from feedback and the deploy-if-better gate.
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     #: After tuning, refit on train + valid before testing (else on train only).
     refit_on_valid: bool = True
 

@@ -4,7 +4,8 @@ Layout::
 
     <model-dir>/
       current                 text file naming the live version (replaced atomically)
-      history.json            versions in the order they were made current (for rollback)
+      history.json            versions in the order they were made current (for rollback),
+                              and the retraining decisions (deployed or kept, and why)
       <version>/manifest.json what was trained, on what, with which metrics, file hashes
       <version>/cf.joblib     collaborative part (see `hybridrec.bundle.bundle`)
       <version>/content.joblib content part (when the pipeline has content models)
@@ -19,11 +20,13 @@ removes once its process is gone.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,11 @@ _CURRENT = "current"
 _HISTORY = "history.json"
 _MANIFEST = "manifest.json"
 _TMP_PREFIX = ".tmp-"
+# Serializes read-modify-write of history.json between processes (promote, rollback and a
+# retraining's decision record may run at once).
+_HISTORY_LOCK = ".history.lock"
+#: Retraining decisions kept in history.json (the oldest go first).
+DECISIONS_KEPT = 1000
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -169,22 +177,18 @@ class ModelStore:
     def promote(self, version: str) -> None:
         """Point ``current`` at ``version`` atomically, and record it for `rollback`."""
         self.path(version)
-        history = [v for v in self.history() if v in self.versions()]
-        if not history or history[-1] != version:
-            history.append(version)
-        self._set_current(version, history)
+        with self._history_lock():
+            history = [v for v in self.history() if v in self.versions()]
+            if not history or history[-1] != version:
+                history.append(version)
+            self._set_current(version, history)
 
     def history(self) -> list[str]:
         """Versions in the order they were made current (oldest first)."""
-        file = self.root / _HISTORY
-        if not file.is_file():
+        if not (self.root / _HISTORY).is_file():
             current = self.current()
             return [current] if current else []
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise DataError(f"{file}: not valid JSON; fix or delete it") from None
-        return [str(v) for v in data.get("promoted", [])]
+        return [str(v) for v in self._history_data().get("promoted", [])]
 
     def rollback(self) -> str:
         """Make the version that was current before this one current again.
@@ -201,21 +205,66 @@ class ModelStore:
         current = self.current()
         if current is None:
             raise DataError(f"{self.root}: nothing is current, nothing to roll back")
-        existing = set(self.versions())
-        history = [v for v in self.history() if v in existing]
-        while history and history[-1] == current:
-            history.pop()
-        if not history:
-            older = [v for v in self.versions() if v < current]
-            if not older:
-                raise DataError(f"{self.root}: no version before {current} to roll back to")
-            history = [older[-1]]
-        target = history[-1]
-        self._set_current(target, history)
+        with self._history_lock():
+            existing = set(self.versions())
+            history = [v for v in self.history() if v in existing]
+            while history and history[-1] == current:
+                history.pop()
+            if not history:
+                older = [v for v in self.versions() if v < current]
+                if not older:
+                    raise DataError(f"{self.root}: no version before {current} to roll back to")
+                history = [older[-1]]
+            target = history[-1]
+            self._set_current(target, history)
         return target
 
+    def record_decision(self, decision: Mapping[str, Any]) -> None:
+        """Append a retraining decision to ``history.json`` (`DECISIONS_KEPT` are kept).
+
+        A decision says which candidate was compared with which serving version, whether it
+        was deployed and why (`hybridrec.pipeline.retrain`); a candidate that was not is
+        still in the store, not current. Nothing else in the file changes.
+
+        Raises:
+            DataError: ``history.json`` is not valid JSON.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._history_lock():
+            data = self._history_data()
+            if "promoted" not in data:
+                data["promoted"] = self.history()
+            decisions = [*data.get("decisions", []), dict(decision)][-DECISIONS_KEPT:]
+            text = json.dumps({**data, "decisions": decisions}, indent=1, allow_nan=False)
+            _atomic_write_text(self.root / _HISTORY, text)
+
+    def decisions(self) -> list[dict[str, Any]]:
+        """The retraining decisions recorded, oldest first."""
+        return [dict(d) for d in self._history_data().get("decisions", [])]
+
+    def _history_data(self) -> dict[str, Any]:
+        file = self.root / _HISTORY
+        if not file.is_file():
+            return {}
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise DataError(f"{file}: not valid JSON; fix or delete it") from None
+        return dict(data) if isinstance(data, dict) else {}
+
+    @contextlib.contextmanager
+    def _history_lock(self) -> Iterator[None]:
+        with open(self.root / _HISTORY_LOCK, "a+b") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     def _set_current(self, version: str, history: list[str]) -> None:
-        _atomic_write_text(self.root / _HISTORY, json.dumps({"promoted": history}, indent=1))
+        # Other keys of the file (the retraining decisions) stay as they are.
+        data = {**self._history_data(), "promoted": history}
+        _atomic_write_text(self.root / _HISTORY, json.dumps(data, indent=1))
         _atomic_write_text(self.root / _CURRENT, version + "\n")
 
     def prune(self, keep: int) -> list[str]:

@@ -47,6 +47,10 @@ class ModelReport:
         params: The hyperparameters used.
         feature_importance: Feature → share of the gain, for a model that has one (the
             ranker's LightGBM), largest first.
+        per_user: ``"<metric>@<k>"`` → the value of each evaluated user (in ``user_ids``
+            order), when `Evaluator.evaluate` was asked to keep them (paired comparisons of
+            two models on the same users); never serialized.
+        user_ids: The evaluated users, in the order of ``per_user``.
     """
 
     name: str
@@ -57,6 +61,10 @@ class ModelReport:
     eval_seconds: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)
     feature_importance: dict[str, float] = field(default_factory=dict)
+    per_user: dict[str, NDArray[np.float64]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    user_ids: NDArray[Any] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Flat JSON-ready dict: metrics, timings, users and segments (NaN becomes None)."""
@@ -162,8 +170,12 @@ class Evaluator:
         name: str | None = None,
         *,
         fit_seconds: float | None = None,
+        keep_per_user: bool = False,
     ) -> ModelReport:
-        """Recommend for every held-out user and compute every metric at every cutoff."""
+        """Recommend for every held-out user and compute every metric at every cutoff.
+
+        With ``keep_per_user``, the report also keeps each user's values (`ModelReport.per_user`).
+        """
         start = time.perf_counter()
         topk = self.recommend(model)
         hits_all = hits_matrix(topk, self.relevant)
@@ -196,6 +208,8 @@ class Evaluator:
             eval_seconds=elapsed,
             params=model.config.model_dump(),
             feature_importance=_importance_of(model),
+            per_user=per_user if keep_per_user else {},
+            user_ids=self.user_ids if keep_per_user else None,
         )
 
 

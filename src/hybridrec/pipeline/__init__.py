@@ -1,6 +1,7 @@
-"""Pipelines: offline training and evaluation (retraining arrives with its issue)."""
+"""Pipelines: offline training and evaluation, and retraining from feedback (deploy if better)."""
 
 from hybridrec.pipeline.artifacts import TrainedPipeline, load_pipeline
+from hybridrec.pipeline.retrain import RetrainResult, retrain_once
 from hybridrec.pipeline.train import (
     PreparedData,
     TrainResult,
@@ -12,11 +13,13 @@ from hybridrec.pipeline.train import (
 
 __all__ = [
     "PreparedData",
+    "RetrainResult",
     "TrainResult",
     "TrainedPipeline",
     "evaluate_pipeline",
     "load_pipeline",
     "prepare_data",
+    "retrain_once",
     "split_data",
     "train_pipeline",
 ]

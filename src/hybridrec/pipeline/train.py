@@ -604,7 +604,7 @@ def runnable_models(
                 if console is not None:
                     console.print(
                         f"{name}: without {', '.join([*needs, *off, *absent])} "
-                        "(not in this pipeline)",
+                        "(off, skipped or absent in this pipeline)",
                         highlight=False,
                     )
                 changed = True
@@ -673,9 +673,16 @@ def _components(kind: str, params: dict[str, Any]) -> list[str]:
 
 
 def evaluate_fitted(
-    models: dict[str, Recommender], test: pl.DataFrame, cfg: EvaluationConfig
+    models: dict[str, Recommender],
+    test: pl.DataFrame,
+    cfg: EvaluationConfig,
+    *,
+    per_user: bool = False,
 ) -> list[ModelReport]:
-    """Score already-fitted models on ``test``; each against the data it was fit on."""
+    """Score already-fitted models on ``test``; each against the data it was fit on.
+
+    With ``per_user``, each report keeps every test user's values (`ModelReport.per_user`).
+    """
     kw: dict[str, Any] = {"ks": cfg.k, "cold_below": cfg.cold_below, "hot_from": cfg.hot_from}
     evaluators: list[tuple[Recommender, Evaluator]] = []
     reports = []
@@ -688,7 +695,7 @@ def evaluate_fitted(
         if ev is None:
             ev = Evaluator(InteractionData(user_items.tocsr(), users, items), test, **kw)
             evaluators.append((model, ev))
-        reports.append(ev.evaluate(model, name))
+        reports.append(ev.evaluate(model, name, keep_per_user=per_user))
     return reports
 
 
@@ -777,6 +784,7 @@ def train_pipeline(
     evaluate: bool = True,
     bundle_options: BundleOptions | None = None,
     console: Console | None = None,
+    prepared: PreparedData | None = None,
 ) -> TrainResult:
     """Train the configured models and write them as a new version of the model store.
 
@@ -786,19 +794,22 @@ def train_pipeline(
     then fit on train + valid. ``items_path`` / ``users_path`` give the catalog and user
     attributes that go with ``train_path`` (content, hybrid and router need the catalog);
     without ``valid_path``, tune and report on a validation split carved from the training
-    file (`carve_validation`), then fit on all of it.
+    file (`carve_validation`), then fit on all of it. ``prepared`` gives the data already
+    loaded and preprocessed instead (retraining's merge of the data with the feedback),
+    split as the configured source would be.
 
     A failure anywhere leaves the store as it was: the new version is written aside and
     ``current`` moves only when it is complete.
     """
     reports: list[ModelReport] = []
-    prepared = prepare_data(
-        cfg.data,
-        data_home=data_home,
-        interactions=train_path,
-        items=items_path,
-        users=users_path,
-    )
+    if prepared is None:
+        prepared = prepare_data(
+            cfg.data,
+            data_home=data_home,
+            interactions=train_path,
+            items=items_path,
+            users=users_path,
+        )
     report_preparation(prepared, console)
     items = prepared.items
     final_df = prepared.interactions

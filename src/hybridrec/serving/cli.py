@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -79,10 +80,28 @@ def serve_command(  # noqa: PLR0917 - typer options
     access_log: Annotated[
         bool, typer.Option("--access-log/--no-access-log", help="Log every request.")
     ] = False,
+    retrain_every: Annotated[
+        str | None,
+        typer.Option(
+            "--retrain-every",
+            help="Retrain every DURATION (30m, 6h, 1d) in a process beside the server, "
+            "deploying a candidate only when better (hybridrec retrain). Default: "
+            "HYBRIDREC_RETRAIN_EVERY; unset: never.",
+        ),
+    ] = None,
 ) -> None:
     """Serve recommendations over HTTP (OpenAPI docs at /docs)."""
     _friendly(_serve)(
-        model_dir, host, port, workers, version, database_url, data_dir, log_level, access_log
+        model_dir,
+        host,
+        port,
+        workers,
+        version,
+        database_url,
+        data_dir,
+        log_level,
+        access_log,
+        retrain_every,
     )
 
 
@@ -96,6 +115,7 @@ def _serve(  # noqa: PLR0917 - the options of serve_command
     data_dir: Path | None,
     log_level: str,
     access_log: bool,
+    retrain_every: str | None = None,
 ) -> None:
     import uvicorn
 
@@ -131,6 +151,9 @@ def _serve(  # noqa: PLR0917 - the options of serve_command
         elif key == "HYBRIDREC_MODEL_VERSION":
             os.environ.pop(key, None)
     settings = Settings()
+    retrain_every = retrain_every if retrain_every is not None else settings.retrain_every
+    if retrain_every:
+        _check_retraining(retrain_every, version, settings.sync_seconds)
     store = EventStore(resolve_url(settings.database_url, settings.data_dir))
     try:
         store.ensure_schema()
@@ -142,6 +165,7 @@ def _serve(  # noqa: PLR0917 - the options of serve_command
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         prom_dir = tempfile.mkdtemp(prefix="hybridrec-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir
+    retrainer = _start_retraining(model_dir, retrain_every) if retrain_every else None
     try:
         uvicorn.run(
             "hybridrec.serving.app:create_app_from_env",
@@ -154,8 +178,58 @@ def _serve(  # noqa: PLR0917 - the options of serve_command
             timeout_graceful_shutdown=10,
         )
     finally:
+        if retrainer is not None:
+            _stop_retraining(retrainer)
         if prom_dir is not None:
             shutil.rmtree(prom_dir, ignore_errors=True)
+
+
+def _check_retraining(every: str, version: str | None, sync_seconds: float) -> None:
+    """Refuse ``--retrain-every`` where a deployment could never be served."""
+    from hybridrec.pipeline.retrain import parse_duration
+
+    parse_duration(every, what="--retrain-every")
+    if version is not None:
+        raise ConfigError(
+            "--retrain-every: a server pinned with --version never serves a retrained "
+            "version; leave one of them out"
+        )
+    if sync_seconds <= 0:
+        raise ConfigError(
+            "--retrain-every needs HYBRIDREC_SYNC_SECONDS > 0: the server picks a deployed "
+            "version up by following the store's current pointer"
+        )
+
+
+def _start_retraining(model_dir: Path, every: str) -> subprocess.Popen[bytes]:
+    """``hybridrec retrain --every`` in a process of its own beside this server.
+
+    A process, not a thread: training holds the GIL for long stretches, and requests must
+    not wait for it. It runs at a lower priority, in a session of its own (a Ctrl-C goes to
+    the server only), and ends as soon as this process is gone, however it went
+    (`hybridrec.pipeline.retrain.exit_with_parent`: uvicorn ends a process that got a
+    signal by raising it again, past any ``finally``). It inherits the environment, so it
+    reads the same event store; a deployment moves the store's ``current`` pointer, which
+    every worker follows (``HYBRIDREC_SYNC_SECONDS``).
+    """
+    code = (
+        "import sys; from hybridrec.cli import app; app(prog_name='hybridrec', args=sys.argv[1:])"
+    )
+    args = ["retrain", "--every", every, "--model-dir", str(model_dir.resolve())]
+    args += ["--beside-server", str(os.getpid())]
+    typer.echo(f"retraining every {every} beside the server (hybridrec retrain)", err=True)
+    return subprocess.Popen([sys.executable, "-c", code, *args], start_new_session=True)
+
+
+def _stop_retraining(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the retraining process (a round in flight is safe to cut: nothing is promoted)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 events_app = typer.Typer(
