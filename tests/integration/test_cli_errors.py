@@ -6,6 +6,7 @@ pipeline whose hybrid and router hold a content component over a larger item voc
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import polars as pl
@@ -140,8 +141,11 @@ def test_unsupported_database_url(tmp_path: Path, url: str, pattern: str) -> Non
 
 
 def test_serve_with_unsupported_database_url(store: Path) -> None:
+    before = {k: v for k, v in os.environ.items() if k.startswith("HYBRIDREC_")}
     ran = invoke("serve", "--model-dir", store, "--database-url", "mysql://u@h/db", "--port", "0")
     assert_error(ran, r"unsupported database")
+    # A refused start leaves the process's environment as it was (later children inherit it).
+    assert {k: v for k, v in os.environ.items() if k.startswith("HYBRIDREC_")} == before
 
 
 def test_recommend_huge_k_is_clamped(store: Path) -> None:

@@ -145,16 +145,27 @@ def _serve(  # noqa: PLR0917 - the options of serve_command
         "HYBRIDREC_DATABASE_URL": database_url,
         "HYBRIDREC_DATA_DIR": None if data_dir is None else str(data_dir.resolve()),
     }
+    previous = {key: os.environ.get(key) for key in env}
     for key, value in env.items():
         if value is not None:
             os.environ[key] = value
         elif key == "HYBRIDREC_MODEL_VERSION":
             os.environ.pop(key, None)
-    settings = Settings()
-    retrain_every = retrain_every if retrain_every is not None else settings.retrain_every
-    if retrain_every:
-        _check_retraining(retrain_every, version, settings.sync_seconds)
-    store = EventStore(resolve_url(settings.database_url, settings.data_dir))
+    try:
+        settings = Settings()
+        retrain_every = retrain_every if retrain_every is not None else settings.retrain_every
+        if retrain_every:
+            _check_retraining(retrain_every, version, settings.sync_seconds)
+        store = EventStore(resolve_url(settings.database_url, settings.data_dir))
+    except BaseException:
+        # A refused start leaves the calling process's environment as it was (the CLI run
+        # in-process, as tests and embedding programs do, goes on with it).
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        raise
     try:
         store.ensure_schema()
     except DatabaseUnavailableError as exc:
