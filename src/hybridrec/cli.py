@@ -1327,6 +1327,152 @@ def ui(
     os.execve(sys.executable, args, {**os.environ, "HYBRIDREC_API_URL": api_url.rstrip("/")})
 
 
+# ---- A/B tests -------------------------------------------------------------------------------
+
+ab_app = typer.Typer(
+    help="A/B tests of two versions of the model store: start, report, stop.",
+    no_args_is_help=True,
+)
+app.add_typer(ab_app, name="ab")
+
+
+class Arm(StrEnum):
+    """An A/B arm: A serves ``current``, B the tested version."""
+
+    A = "A"
+    B = "B"
+
+
+@ab_app.command("start")
+@_friendly
+def ab_start(
+    b: Annotated[str, typer.Option("--b", help="The stored version arm B serves.")],
+    model_dir: ModelDirOpt = Path("models"),
+    share_b: Annotated[
+        float, typer.Option("--share-b", help="Share of users in arm B (0-1, exclusive).")
+    ] = 0.5,
+    salt: Annotated[
+        str | None, typer.Option("--salt", help="Hash salt (default: a random one).")
+    ] = None,
+) -> None:
+    """Serve version B to a share of users, the current version to the others.
+
+    Servers on the store pick it up at start and within HYBRIDREC_SYNC_SECONDS.
+    """
+    from hybridrec.bundle import Bundle
+    from hybridrec.serving import ab
+
+    store = _store(model_dir)
+    running = ab.read_config(model_dir)
+    if running is not None:
+        raise HybridrecError(
+            f"{model_dir}: an A/B test already runs (B = {running.b_version}); end it first "
+            "with 'hybridrec ab stop --keep A|B'"
+        )
+    # Checked now, as `bundle promote` does, so a broken B fails here, not on every server.
+    Bundle.open(store.path(b))
+    config = ab.write_config(model_dir, b, share_b=share_b, salt=salt)
+    same = " (the current version too: an A/A test)" if b == store.current() else ""
+    out.print(
+        f"A/B test started: B = {b}{same} for {share_b:.0%} of users, A = current "
+        f"({store.current()}); salt {config.salt}"
+    )
+
+
+@ab_app.command("report")
+@_friendly
+def ab_report(
+    model_dir: ModelDirOpt = Path("models"),
+    database_url: DatabaseOpt = None,
+    data_dir: DataDirOpt = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="table or json.")] = (
+        OutputFormat.table
+    ),
+) -> None:
+    """Compare the arms' online rates (the running test, else the one ended last)."""
+    from hybridrec.config import Settings
+    from hybridrec.serving import ab
+    from hybridrec.serving.events import EventStore
+    from hybridrec.serving.events import database_url as resolve_url
+
+    config = ab.read_config(model_dir) or ab.read_config(model_dir, last=True)
+    if config is None:
+        raise HybridrecError(
+            f"{model_dir}: no A/B test to report on (start one with 'hybridrec ab start')"
+        )
+    settings = Settings()
+    store = EventStore(
+        resolve_url(database_url or settings.database_url, data_dir or settings.data_dir)
+    )
+    try:
+        rows = store.ab_rows(config.started_at, config.ended_at)
+    finally:
+        store.dispose()
+    result = ab.report(ab.arm_stats(rows["impressions"], rows["feedback"], rows["events"]), config)
+    if fmt is OutputFormat.json:
+        out.print_json(json.dumps(result))
+    else:
+        _print_ab(result)
+    if result["srm"]["mismatch"]:
+        err.print(
+            f"[yellow]warning:[/yellow] sample ratio mismatch: users per arm "
+            f"{result['srm']['users']} against shares {config.shares} "
+            f"(p = {result['srm']['p_value']:.2g}); the rates are not comparable",
+            highlight=False,
+        )
+
+
+_AB_RATES = {
+    "positive_feedback_rate": "positive feedback / impression",
+    "recommended_event_rate": "events on recommended / impression",
+}
+
+
+def _print_ab(result: dict[str, Any]) -> None:
+    table = Table(title="A/B test (95% Wilson intervals; B − A normal approximation)")
+    for col in ("arm", "serves", "share", "users", "impressions", *_AB_RATES.values()):
+        table.add_column(col)
+    for arm, row in result["arms"].items():
+        rates = [
+            f"{row[k]['rate']:.4f} [{row[k]['low']:.4f}, {row[k]['high']:.4f}]" for k in _AB_RATES
+        ]
+        table.add_row(
+            arm, row["serves"], f"{row['share']:.0%}", str(row["users"]),
+            str(row["impressions"]), *rates,
+        )  # fmt: skip
+    out.print(table)
+    for key, label in _AB_RATES.items():
+        d = result["b_minus_a"][key]
+        verdict = f"{d['better']} is better" if d["better"] else "no significant difference"
+        out.print(
+            f"{label}: B − A = {d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]: {verdict}",
+            highlight=False,
+        )
+    srm = result["srm"]
+    p = "n/a" if srm["p_value"] is None else f"{srm['p_value']:.3g}"
+    out.print(f"sample ratio check: users {srm['users']}, p = {p}", highlight=False)
+
+
+@ab_app.command("stop")
+@_friendly
+def ab_stop(
+    keep: Annotated[Arm, typer.Option("--keep", help="A: keep current; B: promote B.")],
+    model_dir: ModelDirOpt = Path("models"),
+) -> None:
+    """End the test, keeping arm A (current) or B (promoted, as `bundle promote` does)."""
+    from hybridrec.serving import ab
+
+    config = ab.read_config(model_dir)
+    if config is None:
+        raise HybridrecError(f"{model_dir}: no A/B test runs")
+    store = _store(model_dir)
+    if keep is Arm.B:
+        # Promoted before the test ends, so B's users never see A's version in between.
+        bundle_promote(config.b_version, model_dir, verify=True)
+    ab.remove_config(model_dir)
+    out.print(f"A/B test ended; kept {keep.value}: current {store.current()}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     """Run the CLI."""
     app()

@@ -250,7 +250,7 @@ def test_sqlite_store_migrates_writes_reads_and_exports(tmp_path: Path) -> None:
         t.join()
     assert not errors
     store.ensure_schema()
-    assert store.revision == "0001"
+    assert store.revision == "0002"
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}

@@ -14,7 +14,15 @@ from fastapi import Depends, HTTPException, Request, status
 from hybridrec.bundle import Bundle
 from hybridrec.serving.state import AppState
 
-__all__ = ["BundleDep", "StateDep", "bundle_of", "get_bundle", "get_state", "state_of"]
+__all__ = [
+    "BundleDep",
+    "StateDep",
+    "arm_bundle_of",
+    "bundle_of",
+    "get_bundle",
+    "get_state",
+    "state_of",
+]
 
 
 def state_of(request: Request) -> AppState:
@@ -35,6 +43,16 @@ def bundle_of(state: AppState) -> Bundle:
             f"no model loaded yet from {state.service.model_dir}",
         )
     return state.service.bundle
+
+
+def arm_bundle_of(state: AppState, user_id: str | None) -> tuple[str | None, Bundle]:
+    """`bundle_of` for one user: their A/B arm (None without a test) and its bundle.
+
+    Raises:
+        HTTPException: 503 while no model is loaded.
+    """
+    bundle_of(state)
+    return state.arm_bundle(user_id)
 
 
 async def get_state(request: Request) -> AppState:

@@ -28,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from hybridrec.errors import ConfigError, HybridrecError
 
 __all__ = [
+    "ARM_MAX_LENGTH",
     "ID_MAX_LENGTH",
     "LABEL_MAX_LENGTH",
     "VERSION_TABLE",
@@ -54,6 +55,8 @@ _PG_LOCK_KEY = 0x68796272
 ID_MAX_LENGTH = 128
 #: Longest feedback ``source`` (a method name) the store holds.
 LABEL_MAX_LENGTH = 64
+#: Longest A/B arm name the store holds.
+ARM_MAX_LENGTH = 8
 
 metadata = sa.MetaData()
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -69,6 +72,7 @@ events = sa.Table(
     sa.Column("weight", sa.Float(), nullable=False),
     sa.Column("ts", sa.Float(), nullable=False),
     sa.Column("received_at", sa.Float(), nullable=False),
+    sa.Column("arm", sa.String(ARM_MAX_LENGTH), nullable=True),
     sa.Index("ix_events_user_id", "user_id"),
     sa.Index("ix_events_received_at", "received_at"),
 )
@@ -83,7 +87,21 @@ feedback = sa.Table(
     sa.Column("model_version", sa.String(ID_MAX_LENGTH), nullable=True),
     sa.Column("ts", sa.Float(), nullable=False),
     sa.Column("received_at", sa.Float(), nullable=False),
+    sa.Column("arm", sa.String(ARM_MAX_LENGTH), nullable=True),
     sa.Index("ix_feedback_user_id", "user_id"),
+)
+#: What an A/B test's users were shown: one row per item of a response (only while a test runs).
+impressions = sa.Table(
+    "impressions",
+    metadata,
+    sa.Column("id", _ID, primary_key=True),
+    sa.Column("user_id", sa.String(ID_MAX_LENGTH), nullable=False),
+    sa.Column("item_id", sa.String(ID_MAX_LENGTH), nullable=False),
+    sa.Column("arm", sa.String(ARM_MAX_LENGTH), nullable=False),
+    sa.Column("model_version", sa.String(ID_MAX_LENGTH), nullable=True),
+    sa.Column("rank", sa.Integer(), nullable=False),
+    sa.Column("received_at", sa.Float(), nullable=False),
+    sa.Index("ix_impressions_received_at", "received_at"),
 )
 
 
@@ -103,6 +121,7 @@ class EventRow:
         weight: Strength of the interaction (0 for ``dislike``).
         ts: When it happened, Unix seconds.
         received_at: When the service got it, Unix seconds.
+        arm: The user's A/B arm when a test ran (filled by the server, not the client).
     """
 
     user_id: str
@@ -111,6 +130,7 @@ class EventRow:
     weight: float
     ts: float
     received_at: float
+    arm: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +151,7 @@ class FeedbackRow:
     model_version: str | None
     ts: float
     received_at: float
+    arm: str | None = None
 
 
 def database_url(url: str | None, data_dir: Path) -> str:
@@ -321,6 +342,63 @@ class EventStore:
             eid = conn.execute(events.insert().returning(events.c.id), [params]).scalar_one()
         return int(fid), StoredEvent(**params, id=int(eid))
 
+    def add_impressions(
+        self, user_id: str, arm: str, model_version: str | None, item_ids: Sequence[str]
+    ) -> None:
+        """Store what one response showed a user of an A/B test (one row per item)."""
+        if not item_ids:
+            return
+        received = now()
+        params = [
+            {
+                "user_id": user_id,
+                "item_id": item,
+                "arm": arm,
+                "model_version": model_version,
+                "rank": rank,
+                "received_at": received,
+            }
+            for rank, item in enumerate(item_ids, start=1)
+        ]
+        with self._connect(write=True) as conn:
+            conn.execute(impressions.insert(), params)
+
+    def ab_rows(self, since: float, until: float | None = None) -> dict[str, list[tuple[Any, ...]]]:
+        """The rows an A/B report counts: arm-tagged, received from ``since`` (to ``until``).
+
+        Returns:
+            ``impressions`` as ``(arm, user, item, received_at)``, ``feedback`` as
+            ``(arm, value, received_at)``, and ``events`` (thumbs excluded: they are
+            feedback) as ``(arm, user, item, received_at)``.
+        """
+        queries = {
+            "impressions": sa.select(
+                impressions.c.arm,
+                impressions.c.user_id,
+                impressions.c.item_id,
+                impressions.c.received_at,
+            ).where(impressions.c.received_at >= since),
+            "feedback": sa.select(feedback.c.arm, feedback.c.value, feedback.c.received_at).where(
+                feedback.c.received_at >= since, feedback.c.arm.is_not(None)
+            ),
+            "events": sa.select(
+                events.c.arm, events.c.user_id, events.c.item_id, events.c.received_at
+            ).where(
+                events.c.received_at >= since,
+                events.c.arm.is_not(None),
+                events.c.event_type.not_in(["like", "dislike"]),
+            ),
+        }
+        if until is not None:
+            queries = {
+                name: q.where(table.c.received_at <= until)
+                for (name, q), table in zip(
+                    queries.items(), (impressions, feedback, events), strict=True
+                )
+            }
+        with self._connect(write=False) as conn:
+            return {name: [tuple(r) for r in conn.execute(q)] for name, q in queries.items()}
+
     def max_event_id(self) -> int:
         """The highest event id (0 when there are none)."""
         with self._connect(write=False) as conn:
@@ -421,6 +499,7 @@ def _stored(r: Any) -> StoredEvent:
         weight=float(r["weight"]),
         ts=float(r["ts"]),
         received_at=float(r["received_at"]),
+        arm=r.get("arm"),
         id=int(r["id"]),
     )
 

@@ -185,6 +185,11 @@ class VisitorRequest(AnswerOptions, _Request):
     deny: list[ExternalId] | None = Field(
         default=None, max_length=10_000, description="Never these items."
     )
+    visitor_id: ExternalId | None = Field(
+        default=None,
+        description="A stable id of the visitor (a cookie, say): during an A/B test it picks "
+        "their arm, as a user id does; without one a visitor gets arm A.",
+    )
 
 
 class RecommendedItem(BaseModel):
@@ -211,6 +216,11 @@ class RecommendationResponse(BaseModel):
     history_items: int
     items: list[RecommendedItem]
     notes: list[str]
+    arm: str | None = Field(
+        default=None,
+        description="The user's A/B arm (A: the current version, B: the tested one); null "
+        "when no test runs. ``model_version`` is the arm's version.",
+    )
 
 
 class SimilarResponse(BaseModel):

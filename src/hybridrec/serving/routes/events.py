@@ -1,4 +1,8 @@
-"""``/events`` and ``/feedback``: interactions as they happen, stored before acknowledged."""
+"""``/events`` and ``/feedback``: interactions as they happen, stored before acknowledged.
+
+During an A/B test each row is stored with its user's arm, assigned here (the client does
+not send it), so that the report attributes it to the version that user was served.
+"""
 
 from __future__ import annotations
 
@@ -45,17 +49,19 @@ def _seconds(ts: datetime | None, default: float) -> float:
     return ts.timestamp()
 
 
-def _row(ev: EventIn, received: float) -> EventRow:
+def _row(ev: EventIn, received: float, state: AppState) -> EventRow:
     weight = ev.weight if ev.weight is not None else DEFAULT_WEIGHTS[ev.event_type]
     if ev.event_type is EventType.dislike:
         weight = 0.0
+    user_id = str(ev.user_id)
     return EventRow(
-        user_id=str(ev.user_id),
+        user_id=user_id,
         item_id=str(ev.item_id),
         event_type=ev.event_type.value,
         weight=float(weight),
         ts=_seconds(ev.timestamp, received),
         received_at=received,
+        arm=state.arm_of(user_id),
     )
 
 
@@ -80,7 +86,7 @@ async def post_events(state: StateDep, body: EventsBody) -> EventsAccepted:
 def _store_events(state: AppState, body: EventIn | list[EventIn]) -> EventsAccepted:
     received = now()
     batch = body if isinstance(body, list) else [body]
-    rows = [_row(ev, received) for ev in batch]
+    rows = [_row(ev, received, state) for ev in batch]
     try:
         stored = state.store.add_events(rows)
     except DatabaseUnavailableError as exc:
@@ -106,14 +112,17 @@ def _store_feedback(state: AppState, body: FeedbackIn) -> FeedbackAccepted:
     received = now()
     ts = _seconds(body.timestamp, received)
     kind = EventType.like if body.value == "up" else EventType.dislike
+    user_id = str(body.user_id)
+    arm = state.arm_of(user_id)
     row = FeedbackRow(
-        user_id=str(body.user_id),
+        user_id=user_id,
         item_id=str(body.item_id),
         value=body.value,
         source=body.source,
         model_version=body.model_version,
         ts=ts,
         received_at=received,
+        arm=arm,
     )
     event = EventRow(
         user_id=row.user_id,
@@ -122,6 +131,7 @@ def _store_feedback(state: AppState, body: FeedbackIn) -> FeedbackAccepted:
         weight=DEFAULT_WEIGHTS[kind],
         ts=ts,
         received_at=received,
+        arm=arm,
     )
     try:
         fid, stored = state.store.add_feedback(row, event)

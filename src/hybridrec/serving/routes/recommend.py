@@ -9,6 +9,10 @@ loop itself, because for them the hop to the answer thread and back costs more t
 work; they take turns, one per loop iteration, so that the loop polls its sockets between
 two. Database work (``/health``'s ping, stored events) runs `promptly`: on a thread while
 no answer starts, so that it waits for one answer at most, not for the GIL behind them.
+
+During an A/B test (`hybridrec.serving.ab`) the user's arm picks the bundle handed to the
+same answer path; the response names the arm, and the items shown are stored as
+impressions of that arm (the report's denominator).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import asyncio
 import collections
 import contextlib
 import functools
+import logging
 import os
 import time
 import uuid
@@ -32,8 +37,8 @@ from hybridrec.errors import ConfigError
 from hybridrec.models.explain import Rules
 from hybridrec.serving import metrics
 from hybridrec.serving.catalog import catalog_of
-from hybridrec.serving.deps import BundleDep, StateDep, bundle_of, state_of
-from hybridrec.serving.events import ID_MAX_LENGTH
+from hybridrec.serving.deps import StateDep, arm_bundle_of, state_of
+from hybridrec.serving.events import ID_MAX_LENGTH, DatabaseUnavailableError
 from hybridrec.serving.query import parse_query, query_parameters
 from hybridrec.serving.schemas import (
     MAX_K,
@@ -44,11 +49,13 @@ from hybridrec.serving.schemas import (
     Strategy,
     VisitorRequest,
 )
+from hybridrec.serving.state import AppState
 from hybridrec.serving.strategies import Answer, ScoredItem, recommend
 
 __all__ = ["json_response", "offload", "promptly", "router"]
 
 router = APIRouter(tags=["recommend"])
+log = logging.getLogger(__name__)
 
 #: Threads answering at once per process: more only queue on the GIL and slow the loop
 #: (measured on 2 cores: one keeps /health p99 lowest at the same throughput); scale out
@@ -310,6 +317,7 @@ def to_response(
     k: int,
     result: Answer,
     notes: list[str],
+    arm: str | None = None,
 ) -> RecommendationResponse:
     """Translate an `Answer` into the response body (titles from the catalog)."""
     if result.fallback:
@@ -325,6 +333,7 @@ def to_response(
         history_items=result.history_items,
         items=ranked_items(bundle, result.items),
         notes=notes + result.notes,
+        arm=arm,
     )
 
 
@@ -341,8 +350,13 @@ def _answer(
     explain: bool,
     notes: list[str],
     model: str | None = None,
+    arm: str | None = None,
+    shown: list[str] | None = None,
 ) -> Response:
-    """The whole CPU-bound part of a request: the library's answer and the response body."""
+    """The whole CPU-bound part of a request: the library's answer and the response body.
+
+    ``shown`` (when given) receives the ids of the items answered, for impressions.
+    """
     if rules.include_categories and not catalog_of(bundle).in_categories(rules.include_categories):
         notes.append(f"no items in categories {', '.join(rules.include_categories)}")
     result = recommend(
@@ -356,15 +370,32 @@ def _answer(
         explain=explain,
         model=model,
     )
-    body = to_response(bundle, user_id=shown_id, strategy=strategy, k=k, result=result, notes=notes)
+    body = to_response(
+        bundle, user_id=shown_id, strategy=strategy, k=k, result=result, notes=notes, arm=arm
+    )
+    if shown is not None:
+        shown.extend(str(item.item_id) for item in body.items)
     return json_response(body)
+
+
+async def _record_impressions(
+    state: AppState, user_id: str, arm: str, bundle: Bundle, shown: list[str]
+) -> None:
+    """Store what an A/B test's user was shown; a failing event store only logs.
+
+    The answer has been computed already, so the user gets it either way; the report then
+    undercounts that arm's impressions, which the warning says.
+    """
+    try:
+        await promptly(state.store.add_impressions, user_id, arm, bundle.version, shown)
+    except DatabaseUnavailableError as exc:
+        log.warning("A/B impressions of arm %s not stored: %s", arm, exc)
 
 
 async def _recommend_user(
     *,
     request: Request,
     state: StateDep,
-    bundle: Bundle,
     user_id: str,
     k: int,
     strategy: Strategy,
@@ -378,6 +409,7 @@ async def _recommend_user(
     model: str | None = None,
 ) -> Response:
     request.state.strategy = strategy.value
+    arm, bundle = arm_bundle_of(state, user_id)
     history, denied = state.online.get(user_id)
     notes: list[str] = []
     k = clamp_k(bundle, k, notes)
@@ -389,7 +421,8 @@ async def _recommend_user(
         min_popularity=min_popularity,
         mmr_lambda=mmr,
     )
-    return await offload(
+    shown: list[str] | None = None if arm is None else []
+    response = await offload(
         _answer,
         bundle,
         kind=_kind("user", strategy, k, rules, explain, model=model),
@@ -403,7 +436,12 @@ async def _recommend_user(
         explain=explain,
         notes=notes,
         model=model,
+        arm=arm,
+        shown=shown,
     )
+    if arm is not None and shown is not None:
+        await _record_impressions(state, user_id, arm, bundle, shown)
+    return response
 
 
 @router.get(
@@ -419,11 +457,9 @@ async def recommend_user(request: Request, user_id: UserId) -> Response:
     per-dependency work costs about as much as a small answer.
     """
     query = parse_query(AnswerOptions, request)
-    state = state_of(request)
     return await _recommend_user(
         request=request,
-        state=state,
-        bundle=bundle_of(state),
+        state=state_of(request),
         user_id=user_id,
         k=query.k,
         strategy=query.strategy,
@@ -439,10 +475,9 @@ async def recommend_user(request: Request, user_id: UserId) -> Response:
 
 
 @router.get("/recommend/mixed/{user_id}", response_model=RecommendationResponse)
-async def recommend_mixed(  # noqa: PLR0917 - FastAPI parameters
+async def recommend_mixed(
     request: Request,
     state: StateDep,
-    bundle: BundleDep,
     user_id: UserId,
     k: K = 10,
     alpha: Alpha = 0.8,
@@ -451,7 +486,6 @@ async def recommend_mixed(  # noqa: PLR0917 - FastAPI parameters
     return await _recommend_user(
         request=request,
         state=state,
-        bundle=bundle,
         user_id=user_id,
         k=k,
         strategy=Strategy.mixed,
@@ -462,9 +496,15 @@ async def recommend_mixed(  # noqa: PLR0917 - FastAPI parameters
 
 
 @router.post("/recommend", response_model=RecommendationResponse)
-async def recommend_visitor(request: Request, bundle: BundleDep, body: VisitorRequest) -> Response:
-    """Top-k items for a visitor with no id, from the items they just looked at (fold-in)."""
+async def recommend_visitor(request: Request, state: StateDep, body: VisitorRequest) -> Response:
+    """Top-k items for a visitor with no id, from the items they just looked at (fold-in).
+
+    During an A/B test, ``visitor_id`` picks the arm (and its impressions are stored under
+    it); a visitor without one gets arm A and is not counted in the test.
+    """
     request.state.strategy = body.strategy.value
+    ab_id = None if body.visitor_id is None else str(body.visitor_id)
+    arm, bundle = arm_bundle_of(state, ab_id)
     notes: list[str] = []
     k = clamp_k(bundle, body.k, notes)
     if body.attributes:
@@ -484,7 +524,8 @@ async def recommend_visitor(request: Request, bundle: BundleDep, body: VisitorRe
     )
     # An id no vocabulary can hold, so the visitor is always folded in from ``item_ids``.
     visitor = f"visitor:{uuid.uuid4().hex}"
-    return await offload(
+    shown: list[str] | None = None if arm is None or ab_id is None else []
+    response = await offload(
         _answer,
         bundle,
         kind=_kind("visitor", body.strategy, k, rules, body.explain, model=body.model),
@@ -498,4 +539,9 @@ async def recommend_visitor(request: Request, bundle: BundleDep, body: VisitorRe
         explain=body.explain,
         notes=notes,
         model=body.model,
+        arm=arm,
+        shown=shown,
     )
+    if arm is not None and ab_id is not None and shown is not None:
+        await _record_impressions(state, ab_id, arm, bundle, shown)
+    return response
