@@ -5,20 +5,24 @@ or MiniLM sentence embeddings; optional), its categorical values (genres, catego
 mean of token embeddings), numeric columns (year, price) and its training popularity,
 standardized — through an MLP, plus an optional item-id embedding added to the MLP's
 output (``residual``: the collaborative signal skips the feature layers), L2-normalized.
+An item nobody interacted with has no id embedding, and for popularity the one its
+features predict (a ridge regression learned on the trained items), not the log of zero,
+which lay below anything the network was trained on and ranked every new item last.
 The **user tower** reads the pooled (mean, or attention) learned embeddings of the ids of
 the user's most recent items (``history_input="ids"``; or their item-tower vectors, or
-both), the user's attributes when the data has them (categorical and numeric, as for
-items) and an optional user-id embedding; the pooled history also skips the MLP. Scores
-are cosine similarities; training divides them by a configured (or learned) temperature.
+both), how many there are (a mean hides whether it is of one item or of two hundred),
+the user's attributes when the data has them (categorical and numeric, as for items) and
+an optional user-id embedding; the pooled history also skips the MLP. Scores are cosine
+similarities; training divides them by a configured (or learned) temperature.
 
 Training is a sampled softmax over the batch's positives (in-batch negatives) with the
 logQ correction for their popularity, optionally mixed with uniformly sampled negatives;
 AdamW; early stopping on NDCG@10 (the project's metrics) of held-out interactions (10% of
-the items of sampled users). Histories are cut at random during training, half their
-items dropped (denoising: small data is otherwise overfit within a few epochs) and ids
-dropped, so that the towers also learn to answer from few items, from attributes alone,
-and for new items from their features alone. Training is seeded (deterministic on CPU)
-and runs on CUDA when available.
+the items of sampled users). Half of each training row's history items are dropped
+(denoising: small data is otherwise overfit within a few epochs), a share of the rows then
+cut to 0-4 items and ids dropped, so that the towers also learn to answer from few items,
+from attributes alone, and for new items from their features alone. Training is seeded
+(deterministic on CPU) and runs on CUDA when available.
 
 Inference needs no retraining: item vectors (and known users' vectors) are computed once
 after `fit`; a user unknown to the model, or with history added since, gets a vector from
@@ -76,6 +80,8 @@ _SEP = "\x1f"
 _MIN_STEPS = 16
 # Initial spread of id and history embeddings (outputs are normalized: only ratios count).
 _ID_INIT = 0.1
+# Ridge penalty of the popularity prior of items without interactions (`_PopularityPrior`).
+_PRIOR_DAMP = 1.0
 # Share of a validation user's training items held out for early stopping.
 _HOLDOUT_SHARE = 0.1
 
@@ -103,7 +109,8 @@ class TwoTowerConfig(ModelConfig):
     item_categorical: tuple[str, ...] | None = None
     #: Numeric catalog columns (None: numeric columns not named ``*_id``, e.g. year, price).
     item_numeric: tuple[str, ...] | None = None
-    #: Add the item's training popularity (log count) as a numeric feature.
+    #: Add the item's training popularity (log count) as a numeric feature; items without
+    #: interactions get the popularity their features predict.
     popularity_feature: bool = True
     #: Categorical user attributes (None: as for items).
     user_categorical: tuple[str, ...] | None = None
@@ -132,7 +139,8 @@ class TwoTowerConfig(ModelConfig):
     #: Id embeddings (and the pooled history embeddings) skip the MLP and are added to
     #: its output (False: they are MLP inputs like the features).
     residual: bool = True
-    #: Share of training rows whose history is cut to 0-4 items (cold users).
+    #: Share of training rows whose history is cut to 0-4 items (cold users), after the
+    #: history item dropout.
     history_dropout: float = Field(default=0.05, ge=0.0, le=1.0)
     #: Share of history items dropped at random from each training row (a denoising
     #: regularizer: without it the towers overfit small data within a few epochs).
@@ -157,9 +165,10 @@ class TwoTowerConfig(ModelConfig):
     validation_users: int = Field(default=1000, ge=0)
     #: Epochs without a better validation NDCG@10 before training stops.
     patience: int = Field(default=3, gt=0)
-    #: Epochs trained before early stopping may end training (the towers start symmetric:
-    #: the first epochs can plateau).
-    min_epochs: int = Field(default=8, ge=1)
+    #: Epochs trained before early stopping may end training: the validation NDCG@10 can
+    #: stay flat for several epochs before it climbs again (the towers start symmetric),
+    #: so early stopping only trims the last epochs; the best epoch's weights are kept.
+    min_epochs: int = Field(default=12, ge=1)
     #: Torch device (None: cuda when available, else cpu).
     device: str | None = None
     #: Seed of initialization, shuffling, sampling and the validation carve-out.
@@ -347,6 +356,74 @@ class _Side:
         stats = state["stats"]
         side.stats = None if stats is None else (stats[0], stats[1])
         return side
+
+
+class _PopularityPrior:
+    """A ridge regression of the standardized log popularity on an item's features.
+
+    Fit on the trained items; it gives an item nobody interacted with the popularity of
+    trained items with features like its own, clipped to the trained range (the network
+    never saw a popularity outside it). Features: the categorical values (one-hot), the
+    numeric columns, the text vector and an intercept, as one sparse matrix; solved by
+    LSQR (deterministic, and cheap for thousands of categorical values).
+    """
+
+    def __init__(self, weights: NDArray[np.float64], width: int, low: float, high: float):
+        self.weights = weights
+        # Columns of the one-hot block: the categorical codes + 1 (0 pads, unused).
+        self.width = width
+        self.low = low
+        self.high = high
+
+    @staticmethod
+    def _design(
+        tokens: NDArray[np.int64],
+        numeric: NDArray[np.float32],
+        text: NDArray[np.float32],
+        width: int,
+    ) -> sp.csr_matrix:
+        rows = np.repeat(np.arange(tokens.shape[0]), tokens.shape[1])
+        codes = tokens.ravel()
+        keep = (codes > 0) & (codes < width)
+        onehot = sp.csr_matrix(
+            (np.ones(int(keep.sum())), (rows[keep], codes[keep])), shape=(tokens.shape[0], width)
+        )
+        dense = np.hstack([numeric, text, np.ones((tokens.shape[0], 1))]).astype(np.float64)
+        return sp.hstack([onehot, sp.csr_matrix(dense)], format="csr")
+
+    @classmethod
+    def fit(
+        cls,
+        tokens: NDArray[np.int64],
+        numeric: NDArray[np.float32],
+        text: NDArray[np.float32],
+        target: NDArray[Any],
+    ) -> _PopularityPrior:
+        from scipy.sparse.linalg import lsqr
+
+        width = int(tokens.max()) + 1 if tokens.size else 1
+        x = cls._design(tokens, numeric, text, width)
+        y = np.asarray(target, np.float64)
+        weights = lsqr(x, y, damp=_PRIOR_DAMP)[0]
+        return cls(weights, width, float(y.min()), float(y.max()))
+
+    def predict(
+        self, tokens: NDArray[np.int64], numeric: NDArray[np.float32], text: NDArray[np.float32]
+    ) -> NDArray[np.float64]:
+        x = self._design(tokens, numeric, text, self.width)
+        return np.asarray(np.clip(x @ self.weights, self.low, self.high), np.float64)
+
+    def state(self) -> dict[str, Any]:
+        return {"weights": self.weights, "width": self.width, "low": self.low, "high": self.high}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> _PopularityPrior:
+        return cls(
+            np.asarray(state["weights"]),
+            int(state["width"]),
+            float(state["low"]),
+            float(state["high"]),
+        )
 
 
 def _pad_width(a: NDArray[np.int64], width: int) -> NDArray[np.int64]:
@@ -602,7 +679,9 @@ class TwoTower(Recommender):
             "text": int(self.item_text_.shape[1]),
             "n_user_ids": int(self.user_codes_.max()),
             "n_user_tokens": int(self.user_side_.vocab.size),
-            "n_user_numeric": int(self.user_numeric_.shape[1]),
+            # One more numeric input: the history length (`_length_column`).
+            "n_user_numeric": int(self.user_numeric_.shape[1]) + 1,
+            "length_input": True,
         }
         order = _recency_order(data)
         rng = np.random.default_rng(c.seed)
@@ -645,6 +724,7 @@ class TwoTower(Recommender):
         elif texts is not None and c.text_encoder == "sentence":
             self.text_kind_ = "sentence"
         self.pop_stats_: tuple[NDArray[Any], NDArray[Any]] | None = None
+        self.pop_prior_: _PopularityPrior | None = None
         tokens, numeric, text = self._encode_items(table, items, counts)
         self.item_tokens_, self.item_numeric_, self.item_text_ = tokens, numeric, text
         self.item_codes_ = np.zeros(len(items), np.int64)
@@ -686,14 +766,44 @@ class TwoTower(Recommender):
             table = table.filter(pl.Series(rows >= 0))
             rows = rows[rows >= 0]
         tokens, numeric = self.item_side_.encode(table, rows, n)
-        if self.config.popularity_feature:
-            pop, self.pop_stats_ = _standardize(np.log1p(counts)[:, None], self.pop_stats_)
-            numeric = np.hstack([numeric, pop])
         text = np.zeros((n, 0), np.float32)
         if self.text_kind_ != "none" and table is not None:
             texts = self._texts(table) or [""] * table.height
             text = _aligned(rows, n, self._encode_text(texts))
+        if self.config.popularity_feature:
+            numeric = np.hstack([numeric, self._popularity(counts, tokens, numeric, text)])
         return tokens, numeric, text
+
+    def _popularity(
+        self,
+        counts: NDArray[Any],
+        tokens: NDArray[np.int64],
+        numeric: NDArray[np.float32],
+        text: NDArray[np.float32],
+    ) -> NDArray[np.float32]:
+        """The popularity input (one column): standardized log interaction counts.
+
+        An item without interactions (a new one) gets the popularity its features predict
+        (`_PopularityPrior`, learned on the trained items) instead of the log of 0: that
+        lies below every popularity the network was trained on, and ranked every new item
+        last whatever its features.
+        """
+        log_counts = np.log1p(np.asarray(counts, np.float64))[:, None]
+        seen = log_counts[:, 0] > 0
+        if self.pop_stats_ is None:
+            _, self.pop_stats_ = _standardize(log_counts[seen], None)
+        z, _ = _standardize(log_counts, self.pop_stats_)
+        if self.pop_prior_ is None and seen.any():
+            self.pop_prior_ = _PopularityPrior.fit(
+                tokens[seen], numeric[seen], text[seen], z[seen, 0]
+            )
+        if self.pop_prior_ is not None and not seen.all():
+            new = ~seen
+            z[new, 0] = self.pop_prior_.predict(tokens[new], numeric[new], text[new])
+        else:
+            # Without a prior (a bundle from before it existed): the trained items' mean.
+            z[~seen] = 0.0
+        return z
 
     def _encode_users(
         self, table: pl.DataFrame | None, users: Vocab
@@ -754,7 +864,6 @@ class TwoTower(Recommender):
         )
         best, best_blob, stale = -math.inf, _weights_bytes(net), 0
         self.train_log_, self.best_epoch_ = [], c.epochs
-        width = c.history_length + 1
         # Small data gets smaller batches: at least `_MIN_STEPS` updates per epoch.
         batch_size = min(c.batch_size, max(64, users.size // _MIN_STEPS))
         with _progress(c.show_progress, c.epochs) as (progress, task):
@@ -767,11 +876,7 @@ class TwoTower(Recommender):
                     sel = perm[s : s + batch_size]
                     if sel.size < 2:
                         continue
-                    hist = _windows(train_order, users[sel], width)
-                    hist = _without_target(hist, items[sel], c.history_length)
-                    hist = _cut(hist, c.history_dropout, rng)
-                    if c.history_item_dropout > 0:
-                        hist = np.where(rng.random(hist.shape) < c.history_item_dropout, -1, hist)
+                    hist = _training_windows(train_order, users[sel], items[sel], c, rng)
                     negs = (
                         rng.choice(trained_items, size=c.uniform_negatives)
                         if c.uniform_negatives
@@ -846,7 +951,9 @@ class TwoTower(Recommender):
         codes = f["ids"][torch.as_tensor(np.maximum(hist, 0), device=device)]
         codes = codes.masked_fill(torch.as_tensor(~valid, device=device), 0)
         drop = rng.random(b) < c.id_dropout
-        u = self._user_forward(net, users, codes, hist_vecs, mask, drop=drop)
+        u = self._user_forward(
+            net, users, codes, hist_vecs, mask, drop=drop, lengths=valid.sum(axis=1)
+        )
         tau = net.tau()
         items_t = torch.as_tensor(items, device=device)
         logits = u @ vecs[inv_t[:b]].T / tau
@@ -888,13 +995,15 @@ class TwoTower(Recommender):
         hist_vecs: Any,
         mask: Any,
         *,
+        lengths: NDArray[np.int64],
         drop: NDArray[np.bool_] | None = None,
     ) -> Any:
         """User vectors of user indices ``users`` (-1: unknown, no attributes) and histories.
 
         ``codes`` are the history items' id codes (0: padding or no id), for the pooled
         history embeddings; ``hist_vecs`` and ``mask`` their item-tower vectors (None when
-        the user tower does not read them).
+        the user tower does not read them); ``lengths`` the number of history items of
+        each row.
         """
         torch = _torch()[0]
         device = codes.device
@@ -905,6 +1014,8 @@ class TwoTower(Recommender):
         ids = np.where(blank, 0, self.user_codes_[safe])
         tokens = np.where((users < 0)[:, None], 0, self.user_tokens_[safe])
         numeric = np.where((users < 0)[:, None], 0.0, self.user_numeric_[safe])
+        if self.arch_.get("length_input", False):
+            numeric = np.hstack([numeric, _length_column(lengths, self.config.history_length)])
 
         def t(a: NDArray[Any], kind: Any) -> Any:
             return torch.as_tensor(a, dtype=kind, device=device)
@@ -948,7 +1059,8 @@ class TwoTower(Recommender):
                     vecs = torch.as_tensor(item_vectors[np.maximum(h, 0)], device=device)
                     mask = torch.as_tensor(h >= 0, device=device)
                 codes_t = torch.as_tensor(codes, dtype=torch.long, device=device)
-                u = self._user_forward(net, users[s : s + _CHUNK_ROWS], codes_t, vecs, mask)
+                rows = users[s : s + _CHUNK_ROWS]
+                u = self._user_forward(net, rows, codes_t, vecs, mask, lengths=(h >= 0).sum(axis=1))
                 out.append(u.cpu().numpy())
         return np.concatenate(out).astype(np.float32)
 
@@ -1153,6 +1265,7 @@ class TwoTower(Recommender):
             "item_side": self.item_side_.state(),
             "user_side": self.user_side_.state(),
             "pop_stats": None if self.pop_stats_ is None else list(self.pop_stats_),
+            "pop_prior": None if self.pop_prior_ is None else self.pop_prior_.state(),
             "text_kind": self.text_kind_,
             "text_encoder": self.text_state_,
             "item_codes": self.item_codes_,
@@ -1187,6 +1300,8 @@ class TwoTower(Recommender):
         self.user_side_ = _Side.from_state(state["user_side"])
         pop = state["pop_stats"]
         self.pop_stats_ = None if pop is None else (pop[0], pop[1])
+        prior = state.get("pop_prior")
+        self.pop_prior_ = None if prior is None else _PopularityPrior.from_state(prior)
         self.text_kind_ = state["text_kind"]
         self.text_state_ = state["text_encoder"]
         for key in (
@@ -1341,9 +1456,34 @@ def _without_target(
     hit = hist == target[:, None]
     hist[hit] = -1
     hist[~hit.any(axis=1), length] = -1
-    # Close the gap: valid items first, in order (a stable sort on "is padding").
+    return _compact(hist)[:, :length]
+
+
+def _compact(hist: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Valid items first in each row, in their order (a stable sort on "is padding")."""
     order = np.argsort(hist < 0, axis=1, kind="stable")
-    return np.take_along_axis(hist, order, axis=1)[:, :length]
+    return np.take_along_axis(hist, order, axis=1)
+
+
+def _training_windows(
+    order: tuple[NDArray[np.int64], NDArray[np.int64]],
+    users: NDArray[np.int64],
+    targets: NDArray[np.int64],
+    config: TwoTowerConfig,
+    rng: np.random.Generator,
+) -> NDArray[np.int64]:
+    """The history rows of a training batch (each user's recent items less the target).
+
+    A share of the items is dropped (denoising), then a share of the rows cut to 0-4
+    items. The cut comes after the item dropout, so that a cut row holds 0-4 items as the cold
+    users it stands for do (cut first, the dropout would leave most of them 0-2).
+    """
+    hist = _windows(order, users, config.history_length + 1)
+    hist = _without_target(hist, targets, config.history_length)
+    if config.history_item_dropout > 0:
+        drop = rng.random(hist.shape) < config.history_item_dropout
+        hist = _compact(np.where(drop, -1, hist))
+    return _cut(hist, config.history_dropout, rng)
 
 
 def _cut(hist: NDArray[np.int64], share: float, rng: np.random.Generator) -> NDArray[np.int64]:
@@ -1359,6 +1499,17 @@ def _cut(hist: NDArray[np.int64], share: float, rng: np.random.Generator) -> NDA
         hist = hist.copy()
         hist[rows] = sub
     return hist
+
+
+def _length_column(lengths: NDArray[np.int64], longest: int) -> NDArray[np.float32]:
+    """History lengths as a user-tower input in [0, 1] (log scale).
+
+    A mean of pooled embeddings hides how many items it averages; one item is weak evidence
+    (the answer should lean on what is popular), two hundred strong, and the tower can
+    only weigh them differently if it sees the count.
+    """
+    scaled = np.log1p(np.asarray(lengths, np.float64)) / math.log1p(max(longest, 1))
+    return scaled[:, None].astype(np.float32)
 
 
 def _holdout(
