@@ -1346,13 +1346,22 @@ class Arm(StrEnum):
 @ab_app.command("start")
 @_friendly
 def ab_start(
-    b: Annotated[str, typer.Option("--b", help="The stored version arm B serves.")],
+    b: Annotated[str | None, typer.Option("--b", help="The stored version arm B serves.")] = None,
     model_dir: ModelDirOpt = Path("models"),
     share_b: Annotated[
-        float, typer.Option("--share-b", help="Share of users in arm B (0-1, exclusive).")
-    ] = 0.5,
+        float | None,
+        typer.Option("--share-b", help="Share of users in arm B (0-1, exclusive; default 0.5)."),
+    ] = None,
     salt: Annotated[
         str | None, typer.Option("--salt", help="Hash salt (default: a random one).")
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="A TOML file with an ab table: arms = {A = 'current', B = 'VERSION'}, "
+            "shares = {A = 0.5, B = 0.5}, salt (the options above override it).",
+        ),
     ] = None,
 ) -> None:
     """Serve version B to a share of users, the current version to the others.
@@ -1360,8 +1369,17 @@ def ab_start(
     Servers on the store pick it up at start and within HYBRIDREC_SYNC_SECONDS.
     """
     from hybridrec.bundle import Bundle
+    from hybridrec.errors import ConfigError
     from hybridrec.serving import ab
 
+    if config_file is not None:
+        file_b, file_share, file_salt = ab.from_toml(config_file)
+        b = b or file_b
+        share_b = file_share if share_b is None else share_b
+        salt = salt or file_salt
+    if b is None:
+        raise ConfigError("ab start: give arm B's version (--b VERSION or --config FILE)")
+    share_b = 0.5 if share_b is None else share_b
     store = _store(model_dir)
     running = ab.read_config(model_dir)
     if running is not None:

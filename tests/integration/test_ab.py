@@ -56,7 +56,14 @@ def test_ab_split_sticky_report_and_stop(
     v1, v2 = store.versions()[:2]
     assert store.current() == v2
     assert_error(invoke("ab", "start", "--model-dir", model_dir, "--b", "nope"), "nope")
-    assert_ok(invoke("ab", "start", "--model-dir", model_dir, "--b", v1, "--salt", "acceptance"))
+    # Started from the issue's [ab] table (the options give the same test: see ab_units).
+    config = tmp_path / "ab.toml"
+    config.write_text(
+        f'[ab]\narms = {{A = "current", B = "{v1}"}}\nshares = {{A = 0.5, B = 0.5}}\n'
+        'salt = "acceptance"\n',
+        encoding="utf-8",
+    )
+    assert_ok(invoke("ab", "start", "--model-dir", model_dir, "--config", config))
     assert_error(invoke("ab", "start", "--model-dir", model_dir, "--b", v1), "already runs")
     server = launch_temp(model_dir, data_dir, extra_env={"HYBRIDREC_TRACKING": "false"})
     users = [f"sim-{i}" for i in range(USERS)]

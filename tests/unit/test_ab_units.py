@@ -181,3 +181,28 @@ def test_migration_upgrades_a_store_of_the_previous_schema(tmp_path: Path) -> No
         version = conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall()
         assert version == [("0002",)]
         assert "arm" in {r[1] for r in conn.execute("PRAGMA table_info(feedback)")}
+
+
+def test_the_ab_table_of_a_toml_file(tmp_path: Path) -> None:
+    path = tmp_path / "ab.toml"
+    path.write_text(
+        '[ab]\narms = {A = "current", B = "v7"}\nshares = {A = 0.7, B = 0.3}\nsalt = "s"\n',
+        encoding="utf-8",
+    )
+    assert ab.from_toml(path) == ("v7", pytest.approx(0.3), "s")
+    path.write_text('[ab]\narms = {A = "current", B = "v7"}\n', encoding="utf-8")
+    assert ab.from_toml(path) == ("v7", 0.5, None)
+    bad = {
+        "[other]\nx = 1\n": r"no \[ab\] table",
+        '[ab]\narms = {A = "v1", B = "v7"}\n': r'arms.A must be "current"',
+        '[ab]\narms = {B = "v7"}\n': r"arms must be",
+        '[ab]\narms = {A = "current", B = "v7"}\nshares = {A = 0.6, B = 0.6}\n': "a \\+ b = 1",
+        '[ab]\narms = {A = "current", B = "v7"}\nsplit = 1\n': "unknown \\[ab\\] keys: split",
+        "[ab\n": "not valid TOML",
+    }
+    for text, pattern in bad.items():
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(ConfigError, match=pattern):
+            ab.from_toml(path)
+    with pytest.raises(ConfigError, match="no such file"):
+        ab.from_toml(tmp_path / "absent.toml")

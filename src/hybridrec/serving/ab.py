@@ -143,6 +143,51 @@ def read_config(model_dir: str | Path, *, last: bool = False) -> ABConfig | None
         raise ConfigError(f"{path}: not a valid A/B test ({type(exc).__name__}: {exc})") from None
 
 
+def from_toml(path: str | Path) -> tuple[str, float, str | None]:
+    """Arm B's version, its share and the salt from an ``[ab]`` table of a TOML file.
+
+    The table: ``arms = {A = "current", B = "<version>"}``, optionally ``shares = {A = 0.5,
+    B = 0.5}`` (summing to 1; default 50/50) and ``salt``.
+
+    Raises:
+        ConfigError: The file, the table or a key is missing or wrong (the message says which).
+    """
+    import tomllib
+
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    table = data.get("ab")
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: no [ab] table")
+    arms = table.get("arms")
+    if not isinstance(arms, dict) or set(arms) != set(ARMS):
+        raise ConfigError(f'{path}: [ab] arms must be {{A = "current", B = "<version>"}}')
+    if arms["A"] != "current":
+        raise ConfigError(f'{path}: [ab] arms.A must be "current" (got {arms["A"]!r})')
+    if not isinstance(arms["B"], str) or not arms["B"]:
+        raise ConfigError(f"{path}: [ab] arms.B must name a stored version")
+    shares = table.get("shares", {"A": 0.5, "B": 0.5})
+    if (
+        not isinstance(shares, dict)
+        or set(shares) != set(ARMS)
+        or not all(isinstance(v, int | float) for v in shares.values())
+        or abs(sum(shares.values()) - 1.0) > 1e-9
+    ):
+        raise ConfigError(f"{path}: [ab] shares must be {{A = a, B = b}} with a + b = 1")
+    salt = table.get("salt")
+    if salt is not None and not isinstance(salt, str):
+        raise ConfigError(f"{path}: [ab] salt must be text")
+    unknown = set(table) - {"arms", "shares", "salt"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown [ab] keys: {', '.join(sorted(unknown))}")
+    return arms["B"], float(shares["B"]), salt
+
+
 def write_config(
     model_dir: str | Path, b_version: str, *, share_b: float = 0.5, salt: str | None = None
 ) -> ABConfig:
