@@ -73,22 +73,6 @@ def indexed_events(frame: pl.DataFrame, users: Vocab, items: Vocab) -> pl.DataFr
     return out.filter((pl.col("u") >= 0) & (pl.col("i") >= 0))
 
 
-def _from_matrix(matrix: sp.csr_matrix, timestamps: sp.csr_matrix | None) -> pl.DataFrame:
-    """The indexed log of a matrix (one row per cell) when no event table is at hand."""
-    coo = matrix.tocoo()
-    t: Any = None
-    if timestamps is not None:
-        t = np.asarray(timestamps.tocsr()[coo.row, coo.col]).ravel().astype(np.float64)
-    return pl.DataFrame(
-        {
-            "u": coo.row.astype(np.int64),
-            "i": coo.col.astype(np.int64),
-            "t": t if t is not None else pl.repeat(None, coo.nnz, dtype=pl.Float64, eager=True),
-            "w": coo.data.astype(np.float32),
-        }
-    )
-
-
 @dataclass
 class FeatureTables:
     """Per-item and per-user aggregates of a log, the inputs of `pair_features`.
@@ -131,25 +115,15 @@ class FeatureTables:
     @classmethod
     def build(
         cls,
-        log: pl.DataFrame | None,
+        log: pl.DataFrame,
         users: Vocab,
         items: Vocab,
         *,
         items_table: pl.DataFrame | None = None,
         windows: Sequence[float] = (7.0, 30.0, 365.0),
-        matrix: sp.csr_matrix | None = None,
-        timestamps: sp.csr_matrix | None = None,
     ) -> FeatureTables:
-        """Aggregate ``log`` (canonical interactions) over the ``users`` × ``items`` vocabularies.
-
-        Without a log, the matrix (and its timestamp matrix) stand for it, one event per cell.
-        """
-        if log is not None:
-            ev = indexed_events(log, users, items)
-        elif matrix is not None:
-            ev = _from_matrix(matrix, timestamps)
-        else:
-            raise DataError("features need an interaction log or a matrix")
+        """Aggregate ``log`` (canonical interactions) over the user and item vocabularies."""
+        ev = indexed_events(log, users, items)
         n_users, n_items = len(users), len(items)
         windows = tuple(float(w) for w in windows)
         timed = ev.height > 0 and ev["t"].null_count() < ev.height

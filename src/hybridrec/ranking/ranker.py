@@ -47,6 +47,7 @@ from hybridrec.models.hybrid import (
     _similar_in,
     candidate_union,
     normalize_scores,
+    running_exclude_seen,
     top_of_candidates,
 )
 from hybridrec.models.registry import register
@@ -187,7 +188,8 @@ class Ranker(ComposedRecommender):
         super()._fit(data)
         cfg = self.config
         start = time.perf_counter()
-        frame = _events_frame(data)
+        events = _events_frame(data)
+        frame = events
         timed = frame["timestamp"].null_count() == 0
         latest = timed and cfg.labels == "latest"
         if not latest:
@@ -236,7 +238,7 @@ class Ranker(ComposedRecommender):
                 label_users = np.sort(rng.choice(label_users, cfg.max_train_users, replace=False))
             held = held_users[label_users] & (snapshot == 0)
             names = trainer.feature_names()
-            parts = trainer._training_rows(feat_data.matrix, label_rows, label_users, held, rng)
+            parts = trainer._labelled_rows(feat_data.matrix, label_rows, label_users, held, rng)
             for part in ("train", "valid"):
                 collected[part] += parts[part]
             if snapshot == 0:
@@ -258,13 +260,7 @@ class Ranker(ComposedRecommender):
         self.feature_names_ = names
         self._local = threading.local()
         self.tables_ = FeatureTables.build(
-            data.events,
-            users,
-            items,
-            items_table=data.items_table,
-            windows=cfg.windows,
-            matrix=data.matrix if data.events is None else None,
-            timestamps=data.timestamps if data.events is None else None,
+            events, users, items, items_table=data.items_table, windows=cfg.windows
         )
         self.info_ = {
             "timed": timed,
@@ -296,7 +292,7 @@ class Ranker(ComposedRecommender):
         trainer.components_ = refit
         return trainer
 
-    def _training_rows(
+    def _labelled_rows(
         self,
         matrix: sp.csr_matrix,
         labels: sp.csr_matrix,
@@ -490,8 +486,6 @@ class Ranker(ComposedRecommender):
     def _score(
         self, users: NDArray[np.int64], history: sp.csr_matrix, fold_in: NDArray[np.bool_]
     ) -> NDArray[np.float32]:
-        from hybridrec.models.hybrid import running_exclude_seen
-
         cands, scores = self._ranked(users, history, fold_in, exclude_seen=running_exclude_seen())
         out = np.full((users.size, len(self._fitted()[1])), -np.inf, np.float32)
         rows = np.repeat(np.arange(users.size), cands.shape[1]).reshape(cands.shape)
