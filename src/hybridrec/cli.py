@@ -427,12 +427,21 @@ def _held_out_for(bundle: Any, path: Path, config: Path | None) -> tuple[Any, pl
     return cfg, held_out
 
 
-def _read_users(users_file: Path) -> tuple[list[Any], dict[Any, list[Any]]]:
-    """Users to answer and their extra history from a users file.
+#: Columns of a users file that are not attributes.
+_USERS_FILE_EVENT_COLUMNS = ("user_id", "item_id", "weight", "rating", "timestamp", "event_type")
+
+
+def _read_users(
+    users_file: Path,
+) -> tuple[list[Any], dict[Any, list[Any]], dict[Any, dict[str, Any]]]:
+    """Users to answer, their extra history and their attributes from a users file.
 
     The file has a ``user_id`` column; rows that also carry an ``item_id`` are history
-    (for users the model has not seen: fold-in).
+    (for users the model has not seen: fold-in); any other column is an attribute (each
+    user's first non-empty value), for a two-tower model with user features.
     """
+    import polars as pl
+
     from hybridrec.data.loaders import read_table
 
     df = read_table(users_file)
@@ -443,7 +452,17 @@ def _read_users(users_file: Path) -> tuple[list[Any], dict[Any, list[Any]]]:
     if "item_id" in df.columns:
         for row in df.select("user_id", "item_id").drop_nulls().iter_rows():
             history.setdefault(row[0], []).append(row[1])
-    return users, history
+    columns = [c for c in df.columns if c not in _USERS_FILE_EVENT_COLUMNS]
+    attributes: dict[Any, dict[str, Any]] = {}
+    if columns:
+        firsts = df.group_by("user_id", maintain_order=True).agg(
+            pl.col(c).drop_nulls().first() for c in columns
+        )
+        for row in firsts.iter_rows(named=True):
+            values = {c: row[c] for c in columns if row[c] is not None}
+            if values:
+                attributes[row["user_id"]] = values
+    return users, history, attributes
 
 
 @app.command()
@@ -456,7 +475,9 @@ def recommend(
     users_file: Annotated[
         Path | None,
         typer.Option(
-            "--users-file", help="CSV/Parquet with user_id (and item_id rows as history)."
+            "--users-file",
+            help="CSV/Parquet with user_id (item_id rows as history, other columns as "
+            "attributes for a two-tower with user features).",
         ),
     ] = None,
     all_users: Annotated[bool, typer.Option("--all-users", help="Every known user.")] = False,
@@ -546,12 +567,13 @@ def recommend(
     rec = pipeline.model(model)
     k = _clamp_k(k, rec, pipeline.items)
     history: dict[Any, list[Any]] = {}
+    attributes: dict[Any, dict[str, Any]] = {}
     if user:
         import numpy as np
 
         ids: list[Any] = list(rec._fitted()[0].coerce(np.asarray(user)).tolist())
     elif users_file is not None:
-        ids, history = _read_users(users_file)
+        ids, history, attributes = _read_users(users_file)
     else:
         assert rec.users_ is not None
         ids = rec.users_.to_list()
@@ -577,6 +599,7 @@ def recommend(
             items_table=pipeline.items,
             unknown=unknown.value,
             reasons=reasons,
+            attributes=attributes or None,
         )
         if batch.fallback:
             err.print(f"{batch.fallback} unknown user(s) answered through the fallback chain")
@@ -585,7 +608,7 @@ def recommend(
         _emit(batch.frame, output, len(ids) - batch.skipped, pipeline.items)
         return
     users = rec._fitted()[0]
-    lost = [u for u in ids if u not in users and u not in history]
+    lost = [u for u in ids if u not in users and u not in history and u not in attributes]
     if lost and unknown is UnknownPolicy.error:
         raise UnknownIdError(
             "user",
@@ -609,6 +632,7 @@ def recommend(
         first=None if strategy else (model or pipeline.default_model),
         chain=CHAIN if strategy else (),
         explain=reasons,
+        attributes=attributes or None,
     )
     if strategy is None and lost and unknown is UnknownPolicy.fallback:
         # --model with --mmr: the model alone answers known users, the chain the others.

@@ -1,4 +1,6 @@
-"""A user the model never saw, with five item ids, gets two-tower answers on every path.
+"""Users the model never saw get two-tower answers on every path, without retraining.
+
+A newcomer with five item ids, and a visitor with attributes only (a segment, no item).
 
 The Python API (`answer` over the bundle), ``hybridrec recommend --users-file`` and the
 HTTP API (events posted for the user, and an anonymous ``POST /recommend``) all reach the
@@ -29,7 +31,7 @@ NEWCOMER = "tt-newcomer"
 # Five items of cluster 1, none of them the newcomer's in any training data.
 FIVE = [i for i in range(1000, 1000 + N_ITEMS) if (i - 1000) % CLUSTERS == 1][:5]
 CONFIG = (
-    FILES_PIPELINE
+    FILES_PIPELINE.replace('items = "items.csv"', 'items = "items.csv"\nusers = "users.csv"')
     + """
 
 [models.als]
@@ -67,6 +69,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "categories": [genres[(i - 1000) % CLUSTERS] for i in ids],
         }
     ).write_csv(root / "items.csv")
+    # Each user's segment is their cluster: what a user tower can learn from attributes.
+    uids = sorted(set(events["user_id"].to_list()))
+    pl.DataFrame({"user_id": uids, "segment": [f"c{(u - 1) % CLUSTERS}" for u in uids]}).write_csv(
+        root / "users.csv"
+    )
     (root / "tt.toml").write_text(CONFIG, encoding="utf-8")
     model_dir = root / "models"
     ran = CliRunner().invoke(
@@ -147,3 +154,44 @@ def test_newcomer_with_five_items_gets_two_tower_answers_everywhere(
     assert not set(items.tolist()) & set(FIVE)
     # Personalized: mostly the newcomer's cluster, not the most popular items.
     assert np.mean((items - 1000) % CLUSTERS == 1) >= 0.6, py
+
+
+PROFILED = "tt-profiled"
+PROFILE = {"segment": "c2"}
+
+
+def test_visitor_with_attributes_only_gets_two_tower_answers_everywhere(
+    store: Path, tmp_path: Path
+) -> None:
+    bundle = Bundle.open(store / ModelStore(store).current())
+    (got,) = answer(
+        bundle.get, [PROFILED], 5, attributes={PROFILED: PROFILE}, items_table=bundle.items
+    )
+    py = list(zip(got.items, got.methods, strict=True))
+    assert len(py) == 5 and {m for _, m in py} == {"two_tower"}, (py, got.notes)
+    assert not got.cold_start
+    assert all(r[0].kind == "profile" and "segment c2" in r[0].text for r in got.reasons)
+    items = np.asarray(got.items)
+    assert np.mean((items - 1000) % CLUSTERS == 2) >= 0.6, py
+    # Without the attributes: the cold-start path (popularity).
+    (plain,) = answer(bundle.get, [PROFILED], 5, items_table=bundle.items)
+    assert plain.cold_start and len(plain.items) == 5 and plain.items != got.items
+
+    source = tmp_path / "profiled.csv"
+    pl.DataFrame({"user_id": [PROFILED], **{k: [v] for k, v in PROFILE.items()}}).write_csv(source)
+    args = ["recommend", "--model-dir", str(store), "--users-file", str(source), "-k", "5"]
+    for extra in ([], ["--model", "two_tower"]):
+        ran = CliRunner().invoke(app, [*args, *extra], env=ENV)
+        assert ran.exit_code == 0, ran.stdout + ran.stderr
+        rows = pl.read_csv(ran.stdout.encode()).sort("rank")
+        assert list(zip(rows["item_id"], rows["method"], strict=True)) == py, extra
+
+    settings = Settings(
+        model_dir=store, data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/events.db"
+    )
+    with TestClient(create_app(settings)) as client:
+        body = client.post("/recommend", json={"attributes": PROFILE, "k": 5}).json()
+        bare = client.post("/recommend", json={"k": 5}).json()
+    assert body["method_used"] == "two_tower" and body["cold_start"] is False, body
+    assert [(i["item_id"], i["method"]) for i in body["items"]] == py
+    assert bare["cold_start"] is True and len(bare["items"]) == 5

@@ -7,6 +7,7 @@ attributes and no interaction at all.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from hybridrec.config import Settings
 from hybridrec.data.dataset import InteractionData
 from hybridrec.data.split import random_split
 from hybridrec.data.synthetic import planted_clusters
+from hybridrec.errors import DataError
 from hybridrec.evaluation.evaluator import Evaluator
 from hybridrec.models import Recommender, create_model
 from hybridrec.models.two_tower import TwoTower, _training_windows
@@ -144,6 +146,39 @@ def test_attribute_only_users_get_personalized_results(model: TwoTower) -> None:
     assert own_share(recs, cluster_of_user) >= 0.6
     vectors = model.user_vectors(late)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_visitors_are_answered_from_request_attributes_without_changing_the_model(
+    model: TwoTower,
+) -> None:
+    assert model.reads_user_attributes
+    assert model.user_attribute_columns() == ["segment", "age"]
+    before = (len(model.users_), model.user_vectors_.copy())
+    visitors = [8000, 8001, 8002]  # segments s2, s0, s1 (uid % 3)
+    view = model.with_visitors(users_table(visitors))
+    recs = view.recommend(visitors, 5)
+    assert all(items.size == 5 for _, items, _ in recs)
+    assert own_share(recs, cluster_of_user) >= 0.6
+    # The same vectors as users registered for good (add_users on a copy of the model).
+    registered = copy.deepcopy(model)
+    registered.add_users(users_table(visitors))
+    np.testing.assert_allclose(
+        view.user_vectors(visitors), registered.user_vectors(visitors), atol=1e-5
+    )
+    # A visitor with only one of the columns, and one with a few items as well.
+    partial = model.with_visitors(pl.DataFrame({"user_id": [8003], "segment": ["s0"]}))
+    assert own_share(partial.recommend([8003], 5), lambda _: 0) >= 0.6
+    space = [i for i in range(1000, 1000 + N_ITEMS) if (i - 1000) % CLUSTERS == 0][:3]
+    mixed = model.with_visitors(users_table([8004])).recommend([8004], 5, history={8004: space})
+    assert not set(mixed.row(0)[0].tolist()) & set(space)  # what they have is not offered
+    # The model itself is untouched.
+    assert len(model.users_) == before[0]
+    np.testing.assert_array_equal(model.user_vectors_, before[1])
+    # Visitor ids need not be of the training ids' type: they only name the request's rows.
+    named = model.with_visitors(pl.DataFrame({"user_id": ["visitor:1"], "segment": ["s1"]}))
+    assert own_share(named.recommend(["visitor:1"], 5), lambda _: 1) >= 0.6
+    with pytest.raises(DataError, match="user_id"):
+        model.with_visitors(pl.DataFrame({"segment": ["s0"]}))
 
 
 def test_new_item_gets_a_vector_from_its_features(model: TwoTower, tmp_path: Path) -> None:

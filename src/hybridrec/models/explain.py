@@ -155,6 +155,8 @@ class Rules:
 
 
 Provider = Callable[[str], Recommender | None]
+#: Per user id, their attributes (column -> value), for models that read them.
+Attributes = Mapping[Any, Mapping[str, Any]]
 
 
 def answers_frame(answers: Sequence[Answer]) -> pl.DataFrame:
@@ -286,6 +288,7 @@ def answer(
     chain: Sequence[str] = CHAIN,
     explain: bool = True,
     first: str | None = None,
+    attributes: Attributes | None = None,
 ) -> list[Answer]:
     """Recommend ``k`` items to each user with a strategy and the fallback chain.
 
@@ -301,6 +304,9 @@ def answer(
         chain: The fallback chain after the strategy's model.
         explain: Attach reasons.
         first: Ask this model first instead of the strategy's.
+        attributes: Per user the model has not seen, their attributes (column -> value):
+            a model whose user tower reads attributes (the two-tower) answers them from
+            these (and any history) without retraining; other models ignore them.
 
     Raises:
         ConfigError: Unknown strategy, or rules that need what is not there.
@@ -320,6 +326,7 @@ def answer(
     for a, hist in zip(answers, histories, strict=True):
         a.history_items = len(hist)
     chosen: list[set[Any]] = [set() for _ in user_ids]
+    used_attributes: set[Any] = set()
     for step in order:
         name = step
         todo = [i for i, a in enumerate(answers) if len(a.items) < fetch]
@@ -333,25 +340,33 @@ def answer(
         if step == "popularity" and get(step) is None:
             name = "popularity-fallback"
         known = model._fitted()[0]
+        profiled = _visitors_with_attributes(model, attributes, known)
         if not step.startswith("popularity"):
             # Nothing to personalize on: the user goes straight to the cold-start path.
-            todo = [i for i in todo if answers[i].history_items or user_ids[i] in known]
+            todo = [
+                i
+                for i in todo
+                if answers[i].history_items or user_ids[i] in known or user_ids[i] in profiled
+            ]
             if not todo:
                 continue
         users = [user_ids[i] for i in todo]
         fold: History = {u: extra.get(u, []) for u in users if u in extra or u not in known}
-        asked = np.asarray(users, dtype=object) if _mixed_types(users) else np.asarray(users)
         try:
             labels = [name] * len(users)
             if isinstance(model, Router):
                 # Name the route that answered each user, not just "router".
+                asked = _id_array(users)
                 labels = [f"{name}{ROUTE_SEP}{r}" for r in model.routes_for(asked, fold or None)]
-            recs = model.recommend(
-                asked,
+            used_attributes.update(u for u in users if u in profiled)
+            got = _ask(
+                model,
+                users,
                 fetch,
-                exclude_seen=rules.exclude_seen,
-                filters=item_filter,
-                history=fold or None,
+                rules=rules,
+                item_filter=item_filter,
+                fold=fold,
+                profiled=profiled,
             )
         except (HybridrecError, ValueError, IndexError) as exc:
             log.warning("%s could not answer (%s); falling back", name, exc)
@@ -359,7 +374,7 @@ def answer(
                 answers[i].notes.append(f"{name}: {exc}")
             continue
         for row, i in enumerate(todo):
-            ids, scores = recs.row(row)
+            ids, scores = got[row]
             a = answers[i]
             before = len(a.items)
             for item, score in zip(ids.tolist(), scores.tolist(), strict=True):
@@ -379,15 +394,72 @@ def answer(
             _mmr(a, k, rules.mmr_lambda, get)
     for a in answers:
         del a.items[k:], a.scores[k:], a.methods[k:]
+        if attributes and attributes.get(a.user_id) and a.user_id not in used_attributes:
+            a.notes.append(
+                "attributes: no model asked reads them (a two-tower with user features does)"
+            )
         if a.cold_start:
             a.notes.insert(0, "no history to personalize on: cold-start path (popularity)")
     if explain:
-        _explain(answers, get, histories, items_table)
+        _explain(answers, get, histories, items_table, attributes or {})
     return answers
 
 
 def _mixed_types(values: Sequence[Any]) -> bool:
     return len({type(v) for v in values}) > 1
+
+
+def _id_array(users: Sequence[Any]) -> NDArray[Any]:
+    return np.asarray(users, dtype=object) if _mixed_types(users) else np.asarray(users)
+
+
+def _visitors_with_attributes(
+    model: Recommender, attributes: Attributes | None, known: Any
+) -> dict[Any, Mapping[str, Any]]:
+    """The users of ``attributes`` that ``model`` does not know and answers from them."""
+    if not attributes or not getattr(model, "reads_user_attributes", False):
+        return {}
+    return {u: a for u, a in attributes.items() if a and u not in known}
+
+
+def _ask(
+    model: Recommender,
+    users: list[Any],
+    fetch: int,
+    *,
+    rules: Rules,
+    item_filter: Any,
+    fold: History,
+    profiled: Mapping[Any, Mapping[str, Any]],
+) -> list[tuple[NDArray[Any], NDArray[Any]]]:
+    """Each user's (items, scores) from ``model``; visitors with attributes from a view."""
+    rest = [r for r, u in enumerate(users) if u not in profiled]
+    visitors = [r for r, u in enumerate(users) if u in profiled]
+    out: dict[int, tuple[NDArray[Any], NDArray[Any]]] = {}
+    for rows, visiting in ((rest, False), (visitors, True)):
+        if not rows:
+            continue
+        group = [users[r] for r in rows]
+        source = model
+        if visiting:
+            table = pl.DataFrame(
+                [{"user_id": u, **profiled[u]} for u in dict.fromkeys(group)],
+                infer_schema_length=None,
+                strict=False,
+            )
+            source = model.with_visitors(table)  # type: ignore[attr-defined]
+        recs = source.recommend(
+            _id_array(group),
+            fetch,
+            exclude_seen=rules.exclude_seen,
+            filters=item_filter,
+            # A visitor's empty history would blank their row (the contract's "nothing to
+            # personalize on"): the view knows them already, from their attributes.
+            history={u: fold[u] for u in group if u in fold and (fold[u] or not visiting)} or None,
+        )
+        for n, r in enumerate(rows):
+            out[r] = recs.row(n)
+    return [out[i] for i in range(len(users))]
 
 
 # ---- diversity ------------------------------------------------------------------------------
@@ -571,6 +643,7 @@ def _explain(
     get: Provider,
     histories: Sequence[_History],
     items_table: pl.DataFrame | None,
+    attributes: Attributes,
 ) -> None:
     titles = _titles(items_table)
     categories = _categories(items_table)
@@ -625,6 +698,12 @@ def _explain(
                         )
                     )
                     break
+            profile = attributes.get(a.user_id)
+            if not reasons and profile and not base.startswith("popularity"):
+                shown = ", ".join(f"{k} {v}" for k, v in profile.items() if v is not None)
+                reasons.append(
+                    Reason(f"for people like you ({shown})", "profile", {"attributes": profile})
+                )
             if not reasons:
                 rank = ranks.get(item)
                 cats = [c for c in (categories.get(item) or []) if c]
@@ -675,10 +754,12 @@ def answer_batch(
     items_table: pl.DataFrame | None = None,
     unknown: str = "fallback",
     reasons: bool = True,
+    attributes: Attributes | None = None,
 ) -> Batch:
     """Recommend ``k`` items to many users with one model, as a table.
 
-    Known users (and users with ``history``) get ``model``'s answer; unknown ones, by
+    Known users (and users with ``history``) get ``model``'s answer; so do users it does
+    not know but answers from their ``attributes`` (through `answer`); unknown ones, by
     ``unknown``: ``fallback`` answers them through `answer` and the chain after the model
     (the ``method`` column says which model did), ``skip`` leaves them out (counted),
     ``error`` raises. Rules as in `answer`, except diversity (MMR), which needs `answer`.
@@ -703,7 +784,10 @@ def answer_batch(
     is_known = users.index(asked, missing="mask") >= 0 if asked.size else np.zeros(0, bool)
     if extra:
         is_known |= np.asarray([u in extra for u in user_ids], dtype=bool)
-    lost = [u for u, ok in zip(user_ids, is_known, strict=True) if not ok]
+    profiled = _visitors_with_attributes(rec, attributes, users)
+    if profiled:
+        is_known &= np.asarray([u not in profiled for u in user_ids], dtype=bool)
+    lost = [u for u, ok in zip(user_ids, is_known, strict=True) if not ok and u not in profiled]
     if lost and unknown == "error":
         raise UnknownIdError(
             "user",
@@ -727,6 +811,21 @@ def answer_batch(
                 reasons=reasons,
             )
         )
+    if profiled:
+        visitors = [u for u in user_ids if u in profiled]
+        answers = answer(
+            get,
+            visitors,
+            k,
+            rules=rules,
+            history={u: extra[u] for u in visitors if u in extra} or None,
+            items_table=items_table,
+            chain=[n for n in CHAIN if n != model],
+            first=model,
+            explain=reasons,
+            attributes=profiled,
+        )
+        frames.append(answers_frame(answers))
     result = Batch(pl.DataFrame(), skipped=len(lost) if unknown == "skip" else 0)
     if lost and unknown == "fallback":
         chain = [n for n in CHAIN if n != model]
@@ -739,6 +838,7 @@ def answer_batch(
             chain=chain,
             first=model,
             explain=reasons,
+            attributes=attributes,
         )
         frames.append(answers_frame(answers))
         result.fallback = len(lost)

@@ -39,6 +39,7 @@ user vocabulary is the training users plus those of the user attributes table.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import threading
@@ -1255,6 +1256,48 @@ class TwoTower(Recommender):
         fresh = self._known_user_vectors(new_pos)
         self.user_vectors_ = _stack_rows(self.user_vectors_, fresh, old_pos, new_pos)
         return int(new_vocab.ids.size)
+
+    @property
+    def reads_user_attributes(self) -> bool:
+        """Whether the user tower reads attributes (the data had a users table)."""
+        side = getattr(self, "user_side_", None)
+        return side is not None and bool(side.categorical or side.numeric)
+
+    def user_attribute_columns(self) -> list[str]:
+        """The attribute columns the user tower reads (categorical, then numeric)."""
+        side = getattr(self, "user_side_", None)
+        return [] if side is None else [*side.categorical, *side.numeric]
+
+    def with_visitors(self, table: pl.DataFrame) -> TwoTower:
+        """A view of this model that knows only the users of ``table``, by their attributes.
+
+        For a request: visitors (ids the model never saw) with attributes, and perhaps a
+        few items, are answered from their attributes without retraining and without
+        touching this model (requests run concurrently). The view shares the item side
+        and the network; only the visitors' rows are encoded (columns the table lacks
+        count as missing). Ask the view for exactly the users of ``table``.
+        """
+        items = self._fitted()[1]
+        if "user_id" not in table.columns:
+            raise DataError(f"visitors table has no 'user_id' column (found: {table.columns})")
+        # The ids only name the request's rows: any type will do (a service's "visitor:...").
+        table = table.unique("user_id", keep="first", maintain_order=True)
+        for column in self.user_attribute_columns():
+            if column not in table.columns:
+                table = table.with_columns(pl.lit(None).alias(column))
+        self._net()  # built once on this model, shared by every view
+        view = copy.copy(self)
+        vocab = Vocab(table["user_id"].to_numpy(), kind="user")
+        n = len(vocab)
+        view.user_tokens_, view.user_numeric_ = self._encode_users(table, vocab)
+        view.user_codes_ = np.zeros(n, np.int64)
+        view.users_ = vocab
+        view.user_items_ = sp.csr_matrix((n, len(items)), dtype=np.float32)
+        view.recent_indptr_ = np.zeros(n + 1, np.int64)
+        view.recent_items_ = np.empty(0, np.int64)
+        view.ranking_ = None
+        view.user_vectors_ = view._known_user_vectors(np.arange(n, dtype=np.int64))
+        return view
 
     # ---- persistence ----------------------------------------------------------------------
 

@@ -177,7 +177,8 @@ class VisitorRequest(AnswerOptions, _Request):
     attributes: dict[Label, str | float | bool | None] | None = Field(
         default=None,
         max_length=50,
-        description="Visitor attributes (stored models do not use them yet).",
+        description="Visitor attributes (column -> value, as in the training users table): a "
+        "two-tower model with user features answers from them without retraining.",
     )
     allow: list[ExternalId] | None = Field(
         default=None, max_length=10_000, description="Only these items."

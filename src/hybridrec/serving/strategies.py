@@ -143,6 +143,7 @@ def recommend(
     history: Mapping[str, float] | None = None,
     explain: bool = True,
     model: str | None = None,
+    attributes: Mapping[str, Any] | None = None,
 ) -> Answer:
     """Recommend ``k`` items to one user through the library's `answer`.
 
@@ -157,6 +158,7 @@ def recommend(
             user, their whole history.
         explain: Attach reasons.
         model: Ask this model of the version first (the CLI's ``--model``), then the chain.
+        attributes: The user's attributes (a visitor's), for a two-tower with user features.
 
     Returns:
         The `Answer`; never raises for an unknown user (cold-start path).
@@ -195,6 +197,7 @@ def recommend(
         chain=CHAIN,
         explain=explain,
         first=model,
+        attributes={uid: dict(attributes)} if attributes else None,
     )[0]
     reasons = result.reasons or [[] for _ in result.items]
     scored = [

@@ -352,6 +352,7 @@ def _answer(
     model: str | None = None,
     arm: str | None = None,
     shown: list[str] | None = None,
+    attributes: dict[str, Any] | None = None,
 ) -> Response:
     """The whole CPU-bound part of a request: the library's answer and the response body.
 
@@ -369,6 +370,7 @@ def _answer(
         history=history,
         explain=explain,
         model=model,
+        attributes=attributes,
     )
     body = to_response(
         bundle, user_id=shown_id, strategy=strategy, k=k, result=result, notes=notes, arm=arm
@@ -507,8 +509,6 @@ async def recommend_visitor(request: Request, state: StateDep, body: VisitorRequ
     arm, bundle = arm_bundle_of(state, ab_id)
     notes: list[str] = []
     k = clamp_k(bundle, body.k, notes)
-    if body.attributes:
-        notes.append("attributes are not used by the models of this version")
     history: dict[str, float] = {}
     for item in body.item_ids:
         key = str(item)
@@ -528,7 +528,14 @@ async def recommend_visitor(request: Request, state: StateDep, body: VisitorRequ
     response = await offload(
         _answer,
         bundle,
-        kind=_kind("visitor", body.strategy, k, rules, body.explain, model=body.model),
+        kind=_kind(
+            "visitor+attributes" if body.attributes else "visitor",
+            body.strategy,
+            k,
+            rules,
+            body.explain,
+            model=body.model,
+        ),
         user_id=visitor,
         shown_id=None,
         k=k,
@@ -541,6 +548,7 @@ async def recommend_visitor(request: Request, state: StateDep, body: VisitorRequ
         model=body.model,
         arm=arm,
         shown=shown,
+        attributes=body.attributes,
     )
     if arm is not None and ab_id is not None and shown is not None:
         await _record_impressions(state, ab_id, arm, bundle, shown)
