@@ -118,3 +118,23 @@ def test_padding_and_errors(data, tmp_path: Path):
     (tmp_path / "junk.faiss").write_bytes(b"junk")
     with pytest.raises(DataError, match="not a FAISS index"):
         VectorIndex.load(tmp_path / "junk.faiss")
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_calibrate_widens_the_search_until_the_recall_target(kind):
+    # Spread-out vectors (weak clusters) and narrow settings: recall@100 starts low.
+    x, q = clustered(6000, d=24, centers=200, seed=2), clustered(200, d=24, centers=200, seed=3)
+    narrow = {"ivf": {"nprobe": 1}, "hnsw": {"ef_search": 8, "hnsw_m": 4}}[kind]
+    index = VectorIndex.build(x, IndexParams(kind=kind, **narrow))
+    want = exact_top(x, q, 100)
+    before = index.recall(q, want)
+    assert before < 0.9, before
+    reached = index.calibrate(x, q, k=100, target=0.98)
+    assert reached >= 0.98 and index.recall(q, want) == pytest.approx(reached)
+    wider = index.params.nprobe if kind == "ivf" else index.params.ef_search
+    assert wider > next(iter(narrow.values()))
+    # Recall measured by hand agrees with the index's own.
+    _, ids = index.search(q, 100)
+    by_hand = np.mean([len(set(a) & set(b)) / 100 for a, b in zip(ids, want, strict=True)])
+    assert by_hand == pytest.approx(reached)
+    assert VectorIndex.build(x, IndexParams(kind="flat")).calibrate(x, q) == 1.0

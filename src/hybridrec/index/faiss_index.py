@@ -182,6 +182,45 @@ class VectorIndex:
         self.params = replace(self.params, **changes)
         self._apply_search_params()
 
+    def recall(self, queries: NDArray[Any], exact: NDArray[np.int64]) -> float:
+        """Share of ``exact`` (each query's true top k ids, n × k) this index finds in its k."""
+        k = exact.shape[1]
+        found = self.search(queries, k)[1] if k else np.zeros_like(exact)
+        hits = sum(np.intersect1d(e, f[f >= 0]).size for e, f in zip(exact, found, strict=True))
+        return float(hits / max(exact.size, 1))
+
+    def calibrate(
+        self, vectors: NDArray[Any], queries: NDArray[Any], k: int = 100, target: float = 0.98
+    ) -> float:
+        """Widen the search until recall@k of exact search reaches ``target``.
+
+        IVF ``nprobe`` or HNSW ``ef_search`` doubles until the index finds ``target`` of
+        each query's exact top k over ``vectors`` (the indexed ones). The queries should
+        look like the real ones (user vectors for an item index); a flat index is exact
+        already. Returns the recall reached (the search stays at the widest setting tried
+        when the target is out of reach).
+        """
+        if self.kind == "flat" or len(self) == 0 or len(queries) == 0:
+            return 1.0
+        x = _as_matrix(vectors, self.dim, "vectors")
+        q = _as_matrix(queries, self.dim, "queries")
+        k = min(k, x.shape[0])
+        exact = np.argpartition(-(q @ x.T), k - 1, axis=1)[:, :k]
+        got = self.recall(q, exact)
+        while got < target:
+            if self.kind == "ivf":
+                nlist = int(_faiss().extract_index_ivf(self._index).nlist)
+                now = int(_faiss().extract_index_ivf(self._index).nprobe)
+                if now >= nlist:
+                    break
+                self.set_search_params(nprobe=min(nlist, now * 2))
+            else:
+                if self.params.ef_search >= 8 * max(k, 64):
+                    break
+                self.set_search_params(ef_search=self.params.ef_search * 2)
+            got = self.recall(q, exact)
+        return got
+
     # ---- using ----------------------------------------------------------------------------
 
     @property

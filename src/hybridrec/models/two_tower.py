@@ -87,6 +87,12 @@ _PRIOR_DAMP = 1.0
 _HOLDOUT_SHARE = 0.1
 
 
+#: The approximate item index's recall@ANN_K of exact search, reached by calibration.
+ANN_K, ANN_TARGET = 100, 0.98
+#: User vectors the calibration queries with.
+_CALIBRATION_USERS = 500
+
+
 class TwoTowerConfig(ModelConfig):
     """Hyperparameters of `TwoTower`."""
 
@@ -1164,11 +1170,43 @@ class TwoTower(Recommender):
         return self._rank(self.item_vectors_[items], 1)
 
     def item_index(self, kind: Literal["flat", "ivf", "hnsw"] = "flat") -> Any:
-        """The item vectors in a FAISS `VectorIndex` (ids are item indices of ``items_``)."""
+        """The item vectors in a FAISS `VectorIndex` (ids are item indices of ``items_``).
+
+        An approximate index is calibrated on a sample of the user vectors (the queries it
+        will answer): its search widens until recall@`ANN_K` of exact search reaches
+        `ANN_TARGET` there.
+        """
         from hybridrec.index.faiss_index import IndexParams, VectorIndex
 
         self._fitted()
-        return VectorIndex.build(self.item_vectors_, IndexParams(kind=kind))
+        c = self.config
+        index = VectorIndex.build(
+            self.item_vectors_, IndexParams(kind=kind, threshold=c.index_threshold)
+        )
+        if index.kind != "flat":
+            rng = np.random.default_rng(c.seed)
+            n = self.user_vectors_.shape[0]
+            rows = np.sort(rng.choice(n, size=min(n, _CALIBRATION_USERS), replace=False))
+            index.calibrate(self.item_vectors_, self.user_vectors_[rows], ANN_K, ANN_TARGET)
+        return index
+
+    def ann_recall(
+        self, kind: Literal["ivf", "hnsw"] = "ivf", k: int = ANN_K, *, sample: int = 1000
+    ) -> float:
+        """Recall@k of the approximate item index (as `item_index` builds it) vs exact search.
+
+        Over up to ``sample`` user vectors spread evenly over the vocabulary (not the
+        calibration sample). 1.0: it finds every item exact search finds.
+        """
+        self._fitted()
+        items = self.item_vectors_
+        k = min(k, items.shape[0])
+        n = self.user_vectors_.shape[0]
+        rows = np.unique(np.linspace(0, n - 1, num=min(sample, n)).astype(np.int64))
+        queries = np.ascontiguousarray(self.user_vectors_[rows], dtype=np.float32)
+        exact = np.argpartition(-(queries @ items.T), k - 1, axis=1)[:, :k]
+        index: Any = self.item_index(kind)
+        return float(index.recall(queries, exact))
 
     def _build_index(self) -> None:
         c = self.config
@@ -1176,10 +1214,7 @@ class TwoTower(Recommender):
         n = self.item_vectors_.shape[0]
         if c.index == "flat" or (c.index == "auto" and n < c.index_threshold):
             return
-        from hybridrec.index.faiss_index import IndexParams, VectorIndex
-
-        params = IndexParams(kind=c.index, threshold=c.index_threshold)
-        self.index_ = VectorIndex.build(self.item_vectors_, params)
+        self.index_ = self.item_index("ivf" if c.index == "auto" else c.index)
 
     def user_vectors(self, user_ids: Sequence[Any]) -> NDArray[np.float32]:
         """The unit vectors of known users (attribute-only users included)."""
