@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -89,11 +89,32 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SourceConfig(_Strict):
+    """One of several sources (``[[data.sources]]``): its name prefixes its item ids."""
+
+    #: The source's name (``films``): its item ids become ``films:<id>``.
+    name: str = Field(min_length=1)
+    #: Interactions file (CSV or Parquet).
+    interactions: Path
+    #: Optional item catalog file.
+    items: Path | None = None
+    #: Optional user attributes file.
+    users: Path | None = None
+    #: Canonical column → column in this source's files.
+    columns: dict[str, str] = Field(default_factory=dict)
+
+
 class DataConfig(_Strict):
     """Where interactions come from and how they become implicit feedback."""
 
-    #: A registered dataset name (``hybridrec datasets list``) or ``files``.
+    #: A registered dataset name (``hybridrec datasets list``), ``files`` or ``sources``.
     source: str = "movielens-latest-small"
+    #: With ``source = "sources"``: several sources (catalogs) merged, item ids namespaced
+    #: by source name so they never collide (see `hybridrec.data.sources`).
+    sources: list[SourceConfig] = Field(default_factory=list)
+    #: With ``sources``: a user id names the same person in every source (False: user ids
+    #: are namespaced too).
+    shared_users: bool = True
     #: With ``source = "files"``: interactions file (CSV or Parquet).
     interactions: Path | None = None
     #: Optional item catalog file.
@@ -428,16 +449,30 @@ def load_config(path: str | Path | None) -> PipelineConfig:
     _check_models(cfg, path)
     if cfg.data.source == "files" and cfg.data.interactions is None:
         raise ConfigError(f"{path}: data.source = 'files' needs data.interactions")
+    if (cfg.data.source == "sources") != bool(cfg.data.sources):
+        raise ConfigError(
+            f"{path}: data.source = 'sources' and [[data.sources]] tables go together "
+            f"(source = {cfg.data.source!r}, {len(cfg.data.sources)} sources)"
+        )
     base = path.parent
     # Relative data paths are relative to the config file, as a user reading it expects.
-    data = cfg.data.model_copy(
+    data = _relative_to(cfg.data, base)
+    data = data.model_copy(update={"sources": [_relative_to(s, base) for s in data.sources]})
+    return cfg.model_copy(update={"data": data})
+
+
+_Located = TypeVar("_Located", DataConfig, SourceConfig)
+
+
+def _relative_to(cfg: _Located, base: Path) -> _Located:
+    """``cfg`` with its relative file paths made relative to ``base``."""
+    return cfg.model_copy(
         update={
-            key: (base / value if value is not None and not value.is_absolute() else value)
+            key: (base / value if not value.is_absolute() else value)
             for key in ("interactions", "items", "users")
-            if (value := getattr(cfg.data, key)) is not None
+            if (value := getattr(cfg, key)) is not None
         }
     )
-    return cfg.model_copy(update={"data": data})
 
 
 def _check_models(cfg: PipelineConfig, path: Path) -> None:

@@ -203,6 +203,42 @@ def test_new_item_gets_a_vector_from_its_features(model: TwoTower, tmp_path: Pat
         assert (cluster_of_item(old) == c).mean() >= 0.6, f"genre {GENRES[c]}: {neighbours}"
 
 
+def test_als_initialized_variant_reads_als_item_factors(
+    data: InteractionData, model: TwoTower, tmp_path: Path
+) -> None:
+    tower = create_model("two_tower", {**FAST, "als_factors": 8}).fit(data)
+    assert isinstance(tower, TwoTower)
+    plain_width = model.item_text_.shape[1]
+    assert tower.item_text_.shape[1] == plain_width + 8 == tower.arch_["text"]
+    # The extra columns are ALS item factors (unit rows): items of a cluster point alike.
+    cf = tower.item_text_[:, plain_width:]
+    np.testing.assert_allclose(np.linalg.norm(cf, axis=1), 1.0, atol=1e-4)
+    same = cluster_of_item(tower.items_.ids)[:, None] == cluster_of_item(tower.items_.ids)
+    cos = cf @ cf.T
+    off = ~np.eye(len(cf), dtype=bool)
+    assert cos[same & off].mean() > cos[~same].mean() + 0.3
+    users = [u for u in data.users.to_list() if u < 5000]
+    assert own_share(tower.recommend(users, 5), cluster_of_user) >= 0.9
+    loaded = Recommender.load(tower.save(tmp_path / "als-tower.joblib"))
+    assert isinstance(loaded, TwoTower) and loaded.cf_dim_ == 8
+    np.testing.assert_array_equal(
+        loaded.recommend(users[:20], 5).items, tower.recommend(users[:20], 5).items
+    )
+    # A new catalog item has no ALS factors: zeros there, a vector from its features.
+    new = pl.DataFrame(
+        {
+            "item_id": [2100],
+            "title": ["Horror film new"],
+            "categories": [["Horror"]],
+            "year": [2024],
+        }
+    )
+    assert loaded.add_items(new) == 1
+    row = loaded.items_.index([2100])[0]
+    assert not loaded.item_text_[row, plain_width:].any()
+    assert np.isfinite(loaded.item_vectors_[row]).all()
+
+
 def test_items_without_interactions_rank_by_their_features(
     events: pl.DataFrame, tmp_path: Path
 ) -> None:

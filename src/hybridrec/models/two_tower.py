@@ -125,6 +125,14 @@ class TwoTowerConfig(ModelConfig):
     user_numeric: tuple[str, ...] | None = None
     #: Most frequent values kept per categorical column (the rest are unknown).
     max_categories: int = Field(default=1000, gt=0)
+    #: ALS-initialized variant: this many ALS item factors (an implicit ALS fit on the same
+    #: interactions, rows scaled to unit length) as one more item-tower input beside the
+    #: text vector (0: none). Items without interactions, and items added later, get zeros
+    #: there and rely on their features.
+    als_factors: int = Field(default=0, ge=0)
+    #: ALS-initialized variant: the ALS's iterations and L2 regularization.
+    als_iterations: int = Field(default=15, gt=0)
+    als_regularization: float = Field(default=1.0, ge=0)
     #: Item text embedding: ``tfidf`` (no torch model), ``sentence`` (MiniLM, offline)
     #: or ``none``; skipped when the catalog has no text.
     text_encoder: Literal["none", "tfidf", "sentence"] = "tfidf"
@@ -627,6 +635,7 @@ class TwoTower(Recommender):
     def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:
         super().__init__(config, **params)
         self.net_: Any = None
+        self.cf_dim_ = 0
         self.index_: Any = None
         self.train_log_: list[dict[str, Any]] = []
         self.best_epoch_ = 0
@@ -662,6 +671,10 @@ class TwoTower(Recommender):
         n_items, n_users = len(items), len(users)
         counts = np.bincount(data.matrix.indices, minlength=n_items)
         self._learn_item_features(data.items_table, counts)
+        self.cf_dim_ = 0
+        if c.als_factors:
+            self.item_text_ = np.hstack([self.item_text_, self._als_item_inputs(data)])
+            self.cf_dim_ = c.als_factors
         self.user_side_ = _Side.learn(
             data.users_table, c.user_categorical, c.user_numeric, c.max_categories
         )
@@ -711,6 +724,23 @@ class TwoTower(Recommender):
         self.item_vectors_ = self._item_vectors(np.arange(n_items))
         self.user_vectors_ = self._known_user_vectors(np.arange(n_users))
         self._build_index()
+
+    def _als_item_inputs(self, data: InteractionData) -> NDArray[np.float32]:
+        """Unit-length ALS item factors of the training items (zeros for items nobody had)."""
+        from hybridrec.models.als import ALS
+
+        c = self.config
+        als = ALS(
+            factors=c.als_factors,
+            iterations=c.als_iterations,
+            regularization=c.als_regularization,
+            random_state=c.seed,
+        ).fit(data)
+        factors = np.asarray(als.item_factors_, np.float32)
+        norms = np.linalg.norm(factors, axis=1, keepdims=True)
+        return np.where(norms > 0, factors / np.where(norms > 0, norms, 1.0), 0.0).astype(
+            np.float32
+        )
 
     def _learn_item_features(self, table: pl.DataFrame | None, counts: NDArray[Any]) -> None:
         c = self.config
@@ -1243,6 +1273,8 @@ class TwoTower(Recommender):
         new_ids = table["item_id"].to_numpy()
         new_vocab = Vocab(new_ids, kind="item")
         tokens, numeric, text = self._encode_items(table, new_vocab, np.zeros(len(new_vocab)))
+        # New items have no ALS factors (the ALS-initialized variant's input): zeros.
+        text = np.hstack([text, np.zeros((text.shape[0], self.cf_dim_), np.float32)])
         codes = np.zeros(len(new_vocab), np.int64)
         vocab = Vocab(np.concatenate([items.ids, new_ids]), kind="item")
         old_pos, new_pos = vocab.index(items.ids), vocab.index(new_vocab.ids)
@@ -1350,6 +1382,7 @@ class TwoTower(Recommender):
             "item_tokens": self.item_tokens_,
             "item_numeric": self.item_numeric_,
             "item_text": self.item_text_,
+            "cf_dim": self.cf_dim_,
             "user_codes": self.user_codes_,
             "user_tokens": self.user_tokens_,
             "user_numeric": self.user_numeric_,
@@ -1382,6 +1415,8 @@ class TwoTower(Recommender):
         self.pop_prior_ = None if prior is None else _PopularityPrior.from_state(prior)
         self.text_kind_ = state["text_kind"]
         self.text_state_ = state["text_encoder"]
+        # The trailing item_text columns that are ALS factors (bundles before it: none).
+        self.cf_dim_ = int(state.get("cf_dim", 0))
         for key in (
             "item_codes",
             "item_tokens",

@@ -185,6 +185,16 @@ def load_raw(
     if cfg.source == "files":
         assert cfg.interactions is not None  # checked when the config was loaded
         return load_files(cfg.interactions, cfg.items, cfg.users, columns=cfg.columns or None)
+    if cfg.source == "sources":
+        from hybridrec.data.sources import Source, merge_sources
+
+        return merge_sources(
+            [
+                Source(s.name, s.interactions, s.items, s.users, {**cfg.columns, **s.columns})
+                for s in cfg.sources
+            ],
+            shared_users=cfg.shared_users,
+        )
     return load_dataset(cfg.source, data_home=data_home)
 
 
