@@ -12,6 +12,7 @@ __all__ = [
     "HybridrecError",
     "IntegrityError",
     "NotFittedError",
+    "StoreConflictError",
     "UnknownIdError",
 ]
 
@@ -46,6 +47,13 @@ class UnknownIdError(HybridrecError, KeyError):
 
 class IntegrityError(DataError):
     """A stored artifact does not match the hash its manifest recorded (never unpickled)."""
+
+
+class StoreConflictError(DataError):
+    """A model store changed under a request that expected another state.
+
+    For instance a rollback that expected a current version another rollback replaced.
+    """
 
 
 class NotFittedError(HybridrecError, RuntimeError):

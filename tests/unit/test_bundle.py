@@ -13,7 +13,7 @@ import pytest
 from hybridrec.bundle import Bundle, BundleOptions, Compression, ModelStore, TopN, write_bundle
 from hybridrec.bundle.format import cast_float64, describe_file, verify_files
 from hybridrec.data.dataset import InteractionData
-from hybridrec.errors import ConfigError, DataError, IntegrityError
+from hybridrec.errors import ConfigError, DataError, IntegrityError, StoreConflictError
 from hybridrec.models import Recommender, create_model
 from hybridrec.serving import ModelService
 
@@ -364,6 +364,20 @@ def test_promote_rollback_and_history(cf_models: dict[str, Recommender], tmp_pat
     with pytest.raises(DataError, match="no version before"):
         store.rollback()
     assert store.current() == v1
+
+
+def test_rollback_expecting_a_current_version_refuses_when_it_moved(
+    cf_models: dict[str, Recommender], tmp_path: Path
+) -> None:
+    store = ModelStore(tmp_path)
+    v1 = save_version(tmp_path, cf_models)
+    v2 = save_version(tmp_path, cf_models)
+    v3 = save_version(tmp_path, cf_models)
+    # Two clients both saw v3 as current and clicked rollback: only the first goes back.
+    assert store.rollback(expect=v3) == v2
+    with pytest.raises(StoreConflictError, match=f"is {v2}, not {v3}"):
+        store.rollback(expect=v3)
+    assert store.current() == v2 and store.history() == [v1, v2]
 
 
 def test_rollback_without_history_uses_the_previous_version(

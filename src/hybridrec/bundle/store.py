@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hybridrec.bundle.safety import bundle_key, sign
-from hybridrec.errors import DataError
+from hybridrec.errors import DataError, StoreConflictError
 
 __all__ = ["ModelStore"]
 
@@ -190,22 +190,30 @@ class ModelStore:
             return [current] if current else []
         return [str(v) for v in self._history_data().get("promoted", [])]
 
-    def rollback(self) -> str:
+    def rollback(self, expect: str | None = None) -> str:
         """Make the version that was current before this one current again.
 
         Repeated rollbacks keep going back. Without a recorded history, the newest version
-        older than the current one is used.
+        older than the current one is used. With ``expect``, only while ``expect`` is
+        current (checked under the store's lock): a client that showed a version as current
+        must not take the store back a second step because another rollback came first.
 
         Returns:
             The version now current.
 
         Raises:
             DataError: Nothing is current, or there is no earlier version to go back to.
+            StoreConflictError: ``expect`` is not the current version.
         """
-        current = self.current()
-        if current is None:
-            raise DataError(f"{self.root}: nothing is current, nothing to roll back")
         with self._history_lock():
+            current = self.current()
+            if current is None:
+                raise DataError(f"{self.root}: nothing is current, nothing to roll back")
+            if expect is not None and current != expect:
+                raise StoreConflictError(
+                    f"the store's current version is {current}, not {expect} (it moved "
+                    "meanwhile); look at the versions again before rolling back"
+                )
             existing = set(self.versions())
             history = [v for v in self.history() if v in existing]
             while history and history[-1] == current:

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.responses import JSONResponse
 
 from hybridrec.bundle import Bundle, ModelStore
-from hybridrec.errors import DataError
+from hybridrec.errors import DataError, StoreConflictError
 from hybridrec.serving.auth import require_admin
 from hybridrec.serving.browse_schemas import (
     ModelInfo,
@@ -154,15 +154,11 @@ def rollback(state: StateDep, body: RollbackRequest) -> Any:
             f"this server serves version {service.pinned_version} pinned by --version; "
             "a rollback of the store would not change what it serves",
         )
-    store = ModelStore(service.model_dir)
-    before = store.current()
-    if before != body.current:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            f"the store's current version is {before}, not {body.current} (it moved "
-            "meanwhile); look at the versions again before rolling back",
-        )
-    now = store.rollback()
+    before = body.current
+    try:
+        now = ModelStore(service.model_dir).rollback(expect=before)
+    except StoreConflictError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     sync_store(service.model_dir)
     result = state.reload()
     done = RollbackResponse(
