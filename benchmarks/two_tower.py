@@ -83,6 +83,8 @@ COLD_VS_POPULARITY = 1.2
 TRAIN_SECONDS = 300.0
 #: The approximate item index's floor: recall@ANN_K of exact search.
 ANN_K, ANN_FLOOR = 100, 0.98
+#: ALS item factors the ALS-initialized variant reads.
+ALS_VARIANT_FACTORS = 64
 #: Per cold protocol and index kind, the recall measured (filled by `run_cold`).
 ANN_RECALLS: dict[str, float] = {}
 
@@ -114,8 +116,14 @@ class EpochLog(logging.Handler):
         return out
 
 
-def with_two_tower(cfg: PipelineConfig, trials: int | None) -> PipelineConfig:
-    """The benchmark config with the two-tower model and the ensemble switched on."""
+def with_two_tower(
+    cfg: PipelineConfig, trials: int | None, *, als_variant: bool = True
+) -> PipelineConfig:
+    """The benchmark config with the two-tower model and the ensemble switched on.
+
+    With ``als_variant``, also ``two_tower_als``: the configured two-tower with
+    `ALS_VARIANT_FACTORS` ALS item factors as an item-tower input (not searched).
+    """
     models = {}
     for name, spec in cfg.models.items():
         update: dict[str, Any] = {}
@@ -128,6 +136,16 @@ def with_two_tower(cfg: PipelineConfig, trials: int | None) -> PipelineConfig:
     for needed in ("two_tower", "ensemble", "als", "content"):
         if needed not in models:
             raise SystemExit(f"{needed!r} is not a model of the config")
+    if als_variant:
+        # The ALS-initialized variant: the two-tower's settings, ALS item factors as input.
+        tower = models["two_tower"]
+        models["two_tower_als"] = tower.model_copy(
+            update={
+                "params": {**tower.params, "als_factors": ALS_VARIANT_FACTORS},
+                "search": {},
+                "tune": {},
+            }
+        )
     return cfg.model_copy(update={"models": models})
 
 
@@ -259,6 +277,9 @@ def main() -> None:
         default=",".join([*PIPELINE_PROTOCOLS, *COLD_PROTOCOLS]),
         help="comma-separated: random, temporal, cold-users, cold-items",
     )
+    parser.add_argument(
+        "--no-als-variant", action="store_true", help="leave out two_tower_als (ALS input)"
+    )
     parser.add_argument("--json", default="artifacts/bench-two-tower.json")
     args = parser.parse_args()
     wanted = [p.strip() for p in args.protocols.split(",") if p.strip()]
@@ -270,7 +291,9 @@ def main() -> None:
     tower_log = logging.getLogger("hybridrec.models.two_tower")
     tower_log.addHandler(epochs)
     tower_log.setLevel(logging.INFO)
-    cfg = with_two_tower(load_config(args.config), args.tower_trials)
+    cfg = with_two_tower(
+        load_config(args.config), args.tower_trials, als_variant=not args.no_als_variant
+    )
     prepared = prepare_data(cfg.data)
     console.print(
         f"data: {prepared.name}, {prepared.interactions.height} positives, "
