@@ -1437,8 +1437,7 @@ def ab_report(
     from hybridrec.serving.events import EventStore
     from hybridrec.serving.events import database_url as resolve_url
 
-    config = ab.read_config(model_dir) or ab.read_config(model_dir, last=True)
-    if config is None:
+    if ab.read_config(model_dir) is None and ab.read_config(model_dir, last=True) is None:
         raise HybridrecError(
             f"{model_dir}: no A/B test to report on (start one with 'hybridrec ab start')"
         )
@@ -1447,10 +1446,10 @@ def ab_report(
         resolve_url(database_url or settings.database_url, data_dir or settings.data_dir)
     )
     try:
-        rows = store.ab_rows(config.started_at, config.ended_at)
+        result = ab.summary(model_dir, store.ab_rows)
     finally:
         store.dispose()
-    result = ab.report(ab.arm_stats(rows["impressions"], rows["feedback"], rows["events"]), config)
+    assert result is not None
     if fmt is OutputFormat.json:
         out.print_json(json.dumps(result))
     else:
@@ -1458,7 +1457,8 @@ def ab_report(
     if result["srm"]["mismatch"]:
         err.print(
             f"[yellow]warning:[/yellow] sample ratio mismatch: users per arm "
-            f"{result['srm']['users']} against shares {config.shares} "
+            f"{result['srm']['users']} against shares "
+            f"{ {a: row['share'] for a, row in result['arms'].items()} } "
             f"(p = {result['srm']['p_value']:.2g}); the rates are not comparable",
             highlight=False,
         )

@@ -140,6 +140,12 @@ def test_ab_split_sticky_report_and_stop(
         diff = report["b_minus_a"][name]
         assert diff["better"] == "B" and diff["low"] > 0, diff
     assert report["srm"]["mismatch"] is False
+    # The API (and the web UI over it) gives the same report.
+    with server.client() as client:
+        api = client.get("/model/ab").json()
+    assert api["test"] is True and api["active"] is True
+    for key in ("arms", "b_minus_a", "srm", "started_at"):
+        assert api[key] == report[key], key
     table = invoke("ab", "report", "--model-dir", model_dir, "--data-dir", data_dir)
     assert_ok(table)
     assert "B is better" in table.stdout
@@ -160,6 +166,9 @@ def test_ab_split_sticky_report_and_stop(
     )
     assert_ok(after)
     assert json.loads(after.stdout)["ended_at"] is not None
+    with server.client() as client:
+        ended = client.get("/model/ab").json()
+    assert ended["test"] is True and ended["active"] is False and ended["ended_at"] is not None
     assert_error(invoke("ab", "stop", "--model-dir", model_dir, "--keep", "A"), "no A/B test runs")
 
 

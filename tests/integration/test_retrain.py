@@ -201,6 +201,11 @@ def test_feedback_that_helps_is_deployed_and_served_and_a_worse_candidate_is_not
     assert f"[{lo:+.4f}, {hi:+.4f}]" in rejected["reason"]
     time.sleep(1.5)  # three sync periods of the server: it would have followed a promotion
     assert _version(server) == second
+    # The service (and the web UI's model page) lists both decisions, newest first.
+    with server.client() as client:
+        listed = client.get("/model/decisions", params={"limit": 2}).json()["decisions"]
+        assert client.get("/model/decisions", params={"limit": 0}).status_code == 400
+    assert listed == [rejected, deployed]
     _check_mlflow(env, rejected, champion=second, challenger=third)
 
 

@@ -27,6 +27,7 @@ import pytest
 from cli_helpers import assert_error, assert_ok, invoke
 from streamlit.testing.v1 import AppTest
 
+from hybridrec.bundle import ModelStore
 from hybridrec.ui import APP
 
 Server = Any  # conftest.Server, from the `launch` fixtures
@@ -455,6 +456,49 @@ def test_the_model_page_shows_the_version_metrics_and_segments(app: AppTest, api
     versions = app.dataframe[1].value
     assert len(versions) == 3 and versions["served"].tolist() == ["✓", "", ""]
     assert app.button(key="rollback").disabled, "no token, no rollback"
+
+
+def test_the_model_page_shows_the_ab_test_and_retraining_decisions(
+    app: AppTest, api: Server, ui_store: Path
+) -> None:
+    goto_model(app)
+    assert "No A/B test" in app.get_by_key("ab-test").caption[0].value
+    assert "No retraining" in app.get_by_key("decisions").caption[0].value
+    store = ModelStore(ui_store)
+    older, current = store.versions()[0], store.current()
+    decision = {
+        "at": "2026-12-03T12:00:00+00:00",
+        "decision": "rejected",
+        "deployed": False,
+        "candidate": older,
+        "current": current,
+        "candidate_metric": 0.101,
+        "current_metric": 0.123,
+        "reason": "not better: ndcg@10 0.1010 vs 0.1230",
+    }
+    store.record_decision(decision)
+    assert_ok(invoke("ab", "start", "--model-dir", ui_store, "--b", older, "--share-b", "0.3"))
+    try:
+        run(app)
+        caption = app.get_by_key("ab-test").caption[0].value
+        assert caption.startswith("running")
+        arms = app.get_by_key("ab-test").dataframe[0].value
+        assert arms["arm"].tolist() == ["A", "B"]
+        assert arms["serves"].tolist() == ["current", older]
+        assert arms["share"].tolist() == ["70%", "30%"]
+        report = get(api, "/model/ab")
+        assert arms["users"].tolist() == [report["arms"][a]["users"] for a in ("A", "B")]
+        lines = [m.value for m in app.get_by_key("ab-test").markdown]
+        assert any(line.startswith("thumbs up / impression: B − A =") for line in lines)
+        table = app.get_by_key("decisions").dataframe[0].value
+        row = table.iloc[0]
+        assert (row["decision"], row["candidate"], row["serving"]) == ("rejected", older, current)
+        assert row["candidate metric"] == pytest.approx(0.101)
+        assert row["reason"] == decision["reason"]
+    finally:
+        assert_ok(invoke("ab", "stop", "--model-dir", ui_store, "--keep", "A"))
+    run(app)
+    assert app.get_by_key("ab-test").caption[0].value.startswith("ended")
 
 
 def test_rollback_needs_the_right_token_then_serves_the_previous_version(

@@ -20,7 +20,7 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -372,3 +372,20 @@ def report(stats: Mapping[str, ArmStats], config: ABConfig) -> dict[str, Any]:
         "started_at": config.started_at,
         "ended_at": config.ended_at,
     }
+
+
+def summary(
+    model_dir: str | Path, rows_of: Callable[[float, float | None], Mapping[str, Any]]
+) -> dict[str, Any] | None:
+    """The running test's `report` (else the one ended last), or None when there is none.
+
+    ``rows_of(started_at, ended_at)`` returns the test's ``impressions``, ``feedback`` and
+    ``events`` rows (`EventStore.ab_rows`). ``active`` says whether the test still runs.
+    `hybridrec ab report`, ``GET /model/ab`` and the web UI all read this.
+    """
+    config = read_config(model_dir) or read_config(model_dir, last=True)
+    if config is None:
+        return None
+    rows = rows_of(config.started_at, config.ended_at)
+    result = report(arm_stats(rows["impressions"], rows["feedback"], rows["events"]), config)
+    return {"active": config.ended_at is None, **result}

@@ -6,7 +6,7 @@ OpenAPI schema at ``/docs``.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -151,3 +151,32 @@ class RollbackResponse(BaseModel):
     served: str | None
     seconds: float
     error: str | None
+
+
+class ABReport(BaseModel):
+    """The A/B test running (else the one ended last), as ``hybridrec ab report`` gives it."""
+
+    test: bool = Field(description="Whether the store has an A/B test at all.")
+    active: bool = Field(default=False, description="Whether the test still runs.")
+    started_at: float | None = Field(default=None, description="Unix seconds.")
+    ended_at: float | None = Field(default=None, description="Unix seconds (None: running).")
+    arms: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per arm: what it serves, its share, users, impressions, and each online "
+        "rate with its 95% Wilson interval.",
+    )
+    b_minus_a: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per rate: B − A, its 95% interval, which is better."
+    )
+    srm: dict[str, Any] = Field(
+        default_factory=dict, description="Sample-ratio check: users per arm, p-value, mismatch."
+    )
+
+
+class DecisionsResponse(BaseModel):
+    """Retraining decisions recorded in the store, newest first."""
+
+    decisions: list[dict[str, Any]] = Field(
+        description="Each: when, deployed or kept (or failed), why, both versions, both "
+        "target metrics and the bootstrap interval of the difference."
+    )

@@ -450,8 +450,81 @@ def _versions(client: ApiClient, token: str) -> None:
     )
 
 
+#: The A/B report's online rates, as the page labels them.
+_AB_RATES = {
+    "positive_feedback_rate": "thumbs up / impression",
+    "recommended_event_rate": "events on recommended / impression",
+}
+
+
+def _ab_test(client: ApiClient) -> None:
+    report = client.ab()
+    st.subheader("A/B test")
+    with st.container(key="ab-test"):
+        if not report["test"]:
+            st.caption("No A/B test has run on this store (hybridrec ab start).")
+            return
+        state = "running" if report["active"] else "ended"
+        st.caption(f"{state} · 95% Wilson intervals, B − A by normal approximation")
+        st.dataframe(
+            [
+                {
+                    "arm": arm,
+                    "serves": row["serves"],
+                    "share": f"{row['share']:.0%}",
+                    "users": row["users"],
+                    "impressions": row["impressions"],
+                    **{
+                        label: f"{row[key]['rate']:.4f} [{row[key]['low']:.4f}, "
+                        f"{row[key]['high']:.4f}]"
+                        for key, label in _AB_RATES.items()
+                    },
+                }
+                for arm, row in report["arms"].items()
+            ],
+            hide_index=True,
+            key="ab-table",
+        )
+        for key, label in _AB_RATES.items():
+            d = report["b_minus_a"][key]
+            verdict = f"{d['better']} is better" if d["better"] else "no significant difference"
+            st.write(
+                f"{label}: B − A = {d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]: {verdict}"
+            )
+        if report["srm"].get("mismatch"):
+            st.warning(
+                f"Sample ratio mismatch: users per arm {report['srm']['users']} "
+                f"(p = {report['srm']['p_value']:.2g}); the rates are not comparable."
+            )
+
+
+def _decisions(client: ApiClient) -> None:
+    decisions = client.decisions(limit=20)["decisions"]
+    st.subheader("Retraining decisions")
+    with st.container(key="decisions"):
+        if not decisions:
+            st.caption("No retraining has run on this store (hybridrec retrain).")
+            return
+        st.dataframe(
+            [
+                {
+                    "at": str(d.get("at", ""))[:19].replace("T", " "),
+                    "decision": d.get("decision"),
+                    "candidate": d.get("candidate"),
+                    "serving": d.get("current"),
+                    "candidate metric": d.get("candidate_metric"),
+                    "serving metric": d.get("current_metric"),
+                    "reason": d.get("reason"),
+                }
+                for d in decisions
+            ],
+            hide_index=True,
+            key="decisions-table",
+        )
+
+
 def model_page(client: ApiClient, token: str) -> None:
-    """The served version: facts, metrics, segments, versions and rollback."""
+    """The served version: facts, metrics, segments, versions, rollback, A/B, retraining."""
     info = client.model()
     st.header(f"Model version {info['version']}")
     _show_flash()
@@ -476,6 +549,8 @@ def model_page(client: ApiClient, token: str) -> None:
     else:
         st.info("No offline metrics: " + "; ".join(info["notes"]))
     _versions(client, token)
+    _ab_test(client)
+    _decisions(client)
 
 
 def main() -> None:

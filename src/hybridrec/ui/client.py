@@ -126,6 +126,16 @@ class ApiClient:
         body: dict[str, Any] = self._call("GET", "/model/versions")
         return body
 
+    def ab(self) -> dict[str, Any]:
+        """``GET /model/ab``: the A/B test running (else the last), as ``ab report`` has it."""
+        body: dict[str, Any] = self._call("GET", "/model/ab")
+        return body
+
+    def decisions(self, *, limit: int = 20) -> dict[str, Any]:
+        """``GET /model/decisions``: retraining decisions, newest first."""
+        body: dict[str, Any] = self._call("GET", "/model/decisions", params={"limit": limit})
+        return body
+
     def rollback(self, token: str, current: str) -> dict[str, Any]:
         """``POST /admin/rollback``: back from ``current`` (refused if it is no longer)."""
         body: dict[str, Any] = self._call(

@@ -1,4 +1,4 @@
-"""``/model``, ``/model/versions`` and ``/admin/rollback``: the served version and its store.
+"""``/model``, its versions, A/B test and retraining decisions, and ``/admin/rollback``.
 
 What a version says about itself is read from its manifest by the offline report's code
 (`hybridrec.evaluation.html_report`: the same metrics, segments and version history as
@@ -20,6 +20,8 @@ from hybridrec.bundle import Bundle, ModelStore
 from hybridrec.errors import DataError, StoreConflictError
 from hybridrec.serving.auth import require_admin
 from hybridrec.serving.browse_schemas import (
+    ABReport,
+    DecisionsResponse,
     ModelInfo,
     ModelMetrics,
     RollbackRequest,
@@ -122,6 +124,39 @@ def model_versions(state: StateDep, bundle: BundleDep) -> VersionsResponse:
             for row in rows
         ],
     )
+
+
+@router.get("/model/ab", response_model=ABReport)
+def model_ab(state: StateDep) -> ABReport:
+    """The A/B test running (else the one ended last): arms, online rates, sample-ratio check.
+
+    The figures of ``hybridrec ab report``, from the same event store. ``test`` is false
+    when the store has never run one.
+    """
+    from hybridrec.serving import ab
+
+    # A report reads every row of the test: the thread pool, not the answers' turns.
+    result = ab.summary(state.service.model_dir, state.store.ab_rows)
+    if result is None:
+        return ABReport(test=False)
+    return ABReport(
+        test=True,
+        active=result["active"],
+        started_at=result["started_at"],
+        ended_at=result["ended_at"],
+        arms=result["arms"],
+        b_minus_a=result["b_minus_a"],
+        srm=result["srm"],
+    )
+
+
+@router.get("/model/decisions", response_model=DecisionsResponse)
+def model_decisions(state: StateDep, limit: int = 20) -> DecisionsResponse:
+    """Retraining decisions (``hybridrec retrain``), newest first: deployed or kept, and why."""
+    if not 1 <= limit <= 1000:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "limit must be between 1 and 1000")
+    decisions = ModelStore(state.service.model_dir).decisions()
+    return DecisionsResponse(decisions=decisions[::-1][:limit])
 
 
 @admin_router.post(
