@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import mmap
 import threading
 from pathlib import Path
@@ -378,6 +379,21 @@ def test_rollback_expecting_a_current_version_refuses_when_it_moved(
     with pytest.raises(StoreConflictError, match=f"is {v2}, not {v3}"):
         store.rollback(expect=v3)
     assert store.current() == v2 and store.history() == [v1, v2]
+
+
+def test_rollback_after_a_promotion_that_died_before_moving_current(
+    cf_models: dict[str, Recommender], tmp_path: Path
+) -> None:
+    store = ModelStore(tmp_path)
+    v1 = save_version(tmp_path, cf_models)
+    v2 = save_version(tmp_path, cf_models)
+    v3 = save_version(tmp_path, cf_models, promote=False)
+    # promote(v3) wrote history.json, then died before the current pointer.
+    history = json.loads((tmp_path / "history.json").read_text())
+    history["promoted"].append(v3)
+    (tmp_path / "history.json").write_text(json.dumps(history))
+    assert store.current() == v2
+    assert store.rollback() == v1  # back from what is current, not "back" to v3
 
 
 def test_rollback_without_history_uses_the_previous_version(

@@ -216,6 +216,10 @@ class ModelStore:
                 )
             existing = set(self.versions())
             history = [v for v in self.history() if v in existing]
+            if current in history:
+                # Entries after current's last one were never current after it: a process
+                # that died between writing history.json and the pointer left them.
+                history = history[: len(history) - history[::-1].index(current)]
             while history and history[-1] == current:
                 history.pop()
             if not history:
