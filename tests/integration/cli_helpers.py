@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -95,6 +96,13 @@ def run(*args: str | Path, data_home: Path | None = None, cwd: Path | None = Non
         check=False,
     )
     return Ran(proc.returncode, proc.stdout, proc.stderr)
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def invoke(*args: str | Path, data_home: Path | None = None) -> Ran:

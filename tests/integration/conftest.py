@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,14 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
-from cli_helpers import FILES_PIPELINE, assert_ok, invoke, synthetic_ratings, write_table
+from cli_helpers import (
+    FILES_PIPELINE,
+    assert_ok,
+    free_port,
+    invoke,
+    synthetic_ratings,
+    write_table,
+)
 
 PG_HOST, PG_PORT, PG_DB = "127.0.0.1", 5432, "test"
 ADMIN_TOKEN = "s3cret-token"
@@ -191,12 +197,6 @@ def pg_schemas(pg_user: str) -> Iterator[PgSchemas]:
 
 
 # ---- servers ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

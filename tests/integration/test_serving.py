@@ -5,7 +5,6 @@ Every endpoint is exercised through a real ``hybridrec serve`` process, once per
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -15,7 +14,7 @@ from typing import Any
 import polars as pl
 import pytest
 import sqlalchemy as sa
-from cli_helpers import _env
+from cli_helpers import _env, free_port
 
 # Servers (`Server` in conftest.py) come from the `launch` / `launch_temp` fixtures.
 Server = Any
@@ -24,12 +23,6 @@ Launch = Callable[..., Any]
 STRATEGIES = ("auto", "hybrid", "als", "content", "two_tower", "ranked", "popular", "mixed")
 HOT_USER = 3  # 26 training items (users 3, 6, 9... are hot in `synthetic_ratings`)
 ROCK = [i for i in range(1000, 1090) if (i - 1000) % 3 == 0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

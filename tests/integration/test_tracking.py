@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,18 +19,20 @@ from typing import Any
 
 import httpx
 import pytest
-from cli_helpers import SEARCH_CONFIG, Ran, assert_ok, invoke, synthetic_ratings, write_table
+from cli_helpers import (
+    SEARCH_CONFIG,
+    Ran,
+    assert_ok,
+    free_port,
+    invoke,
+    synthetic_ratings,
+    write_table,
+)
 
 from hybridrec.bundle import ModelStore
 from hybridrec.tracking.registry import registered_versions
 
 MLFLOW = Path(sys.executable).parent / "mlflow"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
