@@ -25,14 +25,16 @@ if TYPE_CHECKING:
 __all__ = ["app"]
 
 app = typer.Typer(
+    rich_markup_mode=None,
     help="hybridrec: train, evaluate and query hybrid recommenders.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-datasets_app = typer.Typer(help="Built-in datasets.", no_args_is_help=True)
+datasets_app = typer.Typer(rich_markup_mode=None, help="Built-in datasets.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 bundle_app = typer.Typer(
+    rich_markup_mode=None,
     help="Model bundles and the model store: save, verify, info, list, promote, rollback, "
     "import, prune.",
     no_args_is_help=True,
@@ -1354,6 +1356,7 @@ def ui(
 # ---- A/B tests -------------------------------------------------------------------------------
 
 ab_app = typer.Typer(
+    rich_markup_mode=None,
     help="A/B tests of two versions of the model store: start, report, stop.",
     no_args_is_help=True,
 )
@@ -1383,7 +1386,7 @@ def ab_start(
         Path | None,
         typer.Option(
             "--config",
-            help="A TOML file with an ab table: arms = {A = 'current', B = 'VERSION'}, "
+            help="A TOML file with an [ab] table: arms = {A = 'current', B = 'VERSION'}, "
             "shares = {A = 0.5, B = 0.5}, salt (the options above override it).",
         ),
     ] = None,
