@@ -42,6 +42,7 @@ __all__ = [
     "COLD_START_TITLES",
     "ReportData",
     "VersionRow",
+    "config_evaluation",
     "manifest_facts",
     "model_reports",
     "render_html",
@@ -246,7 +247,7 @@ def report_from_metrics(
     )
 
 
-def _config_evaluation(manifest: Mapping[str, Any]) -> tuple[list[int] | None, str | None]:
+def config_evaluation(manifest: Mapping[str, Any]) -> tuple[list[int] | None, str | None]:
     """The cutoffs and target a version was evaluated with."""
     config = (manifest.get("config") or {}).get("evaluation") or {}
     ks = config.get("k")
@@ -292,7 +293,7 @@ def report_from_manifest(
             f"version {version} has no evaluation (trained with --no-evaluate?); "
             "train it with evaluation to report it"
         )
-    ks, target = _config_evaluation(manifest)
+    ks, target = config_evaluation(manifest)
     return report_from_metrics(
         metrics,
         ks=ks,

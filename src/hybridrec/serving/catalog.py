@@ -14,9 +14,9 @@ import polars as pl
 
 from hybridrec.bundle import Bundle
 
-__all__ = ["Catalog", "catalog_of"]
+__all__ = ["CATEGORY_COLUMNS", "Catalog", "catalog_of"]
 
-_CATEGORY_COLUMNS = ("categories", "genres", "category")
+CATEGORY_COLUMNS = ("categories", "genres", "category")
 
 
 class Catalog:
@@ -32,7 +32,7 @@ class Catalog:
             self.titles = {
                 str(i): str(t) for i, t in zip(ids, items["title"].to_list(), strict=True) if t
             }
-        column = next((c for c in _CATEGORY_COLUMNS if c in items.columns), None)
+        column = next((c for c in CATEGORY_COLUMNS if c in items.columns), None)
         if column is None:
             return
         values = items[column]

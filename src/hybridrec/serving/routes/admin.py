@@ -14,14 +14,14 @@ from hybridrec.serving.auth import require_admin
 from hybridrec.serving.deps import BundleDep, StateDep
 from hybridrec.serving.schemas import ModelShapes, ReloadResponse
 
-__all__ = ["router"]
+__all__ = ["AUTH_RESPONSES", "router"]
 
-_AUTH: dict[int | str, dict[str, Any]] = {
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "No bearer token"},
     403: {"description": "Wrong bearer token"},
     404: {"description": "Admin routes are off (no token configured)"},
 }
-router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)], responses=_AUTH)
+router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)], responses=AUTH_RESPONSES)
 
 
 @router.post(

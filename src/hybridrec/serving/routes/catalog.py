@@ -27,7 +27,7 @@ from hybridrec.serving.browse_schemas import (
     UsersPage,
     UserSummary,
 )
-from hybridrec.serving.catalog import _CATEGORY_COLUMNS
+from hybridrec.serving.catalog import CATEGORY_COLUMNS
 from hybridrec.serving.deps import BundleDep, StateDep
 from hybridrec.serving.events import ID_MAX_LENGTH
 from hybridrec.serving.routes.recommend import offload
@@ -84,7 +84,7 @@ class _Catalog:
 
 
 def _categories(items: pl.DataFrame) -> pl.Series:
-    column = next((c for c in _CATEGORY_COLUMNS if c in items.columns), None)
+    column = next((c for c in CATEGORY_COLUMNS if c in items.columns), None)
     if column is None:
         return pl.Series("categories", [[] for _ in range(items.height)], pl.List(pl.String))
     values = items[column]

@@ -30,13 +30,15 @@ from hybridrec.serving.browse_schemas import (
     VersionsResponse,
 )
 from hybridrec.serving.deps import BundleDep, StateDep
-from hybridrec.serving.routes.admin import _AUTH
+from hybridrec.serving.routes.admin import AUTH_RESPONSES
 from hybridrec.serving.schemas import SimilarMethod, Strategy
 
 __all__ = ["admin_router", "router"]
 
 router = APIRouter(tags=["model"])
-admin_router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)], responses=_AUTH)
+admin_router = APIRouter(
+    tags=["admin"], dependencies=[Depends(require_admin)], responses=AUTH_RESPONSES
+)
 
 #: Keys of the manifest's ``data`` shown: where it came from and how big it was.
 _DATA_KEYS = ("source", "rows", "users", "items")
@@ -47,9 +49,9 @@ def _finite(values: Mapping[str, float]) -> dict[str, float | None]:
 
 
 def _target(manifest: Mapping[str, Any]) -> str | None:
-    from hybridrec.evaluation.html_report import _config_evaluation
+    from hybridrec.evaluation.html_report import config_evaluation
 
-    return _config_evaluation(manifest)[1]
+    return config_evaluation(manifest)[1]
 
 
 def _info(bundle: Bundle) -> ModelInfo:
