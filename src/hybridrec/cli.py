@@ -460,10 +460,10 @@ def _read_users(
         firsts = df.group_by("user_id", maintain_order=True).agg(
             pl.col(c).drop_nulls().first() for c in columns
         )
-        for row in firsts.iter_rows(named=True):
-            values = {c: row[c] for c in columns if row[c] is not None}
+        for first in firsts.iter_rows(named=True):
+            values = {c: first[c] for c in columns if first[c] is not None}
             if values:
-                attributes[row["user_id"]] = values
+                attributes[first["user_id"]] = values
     return users, history, attributes
 
 

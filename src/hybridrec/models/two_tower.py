@@ -670,11 +670,8 @@ class TwoTower(Recommender):
         items, users = data.items, data.users
         n_items, n_users = len(items), len(users)
         counts = np.bincount(data.matrix.indices, minlength=n_items)
-        self._learn_item_features(data.items_table, counts)
-        self.cf_dim_ = 0
-        if c.als_factors:
-            self.item_text_ = np.hstack([self.item_text_, self._als_item_inputs(data)])
-            self.cf_dim_ = c.als_factors
+        cf = self._als_item_inputs(data) if c.als_factors else None
+        self._learn_item_features(data.items_table, counts, cf)
         self.user_side_ = _Side.learn(
             data.users_table, c.user_categorical, c.user_numeric, c.max_categories
         )
@@ -742,7 +739,13 @@ class TwoTower(Recommender):
             np.float32
         )
 
-    def _learn_item_features(self, table: pl.DataFrame | None, counts: NDArray[Any]) -> None:
+    def _learn_item_features(
+        self,
+        table: pl.DataFrame | None,
+        counts: NDArray[Any],
+        cf: NDArray[np.float32] | None = None,
+    ) -> None:
+        """Item feature vocabularies and arrays; ``cf``: ALS factors appended to the text."""
         c = self.config
         items = self._fitted()[1]
         self.item_side_ = _Side.learn(table, c.item_categorical, c.item_numeric, c.max_categories)
@@ -763,8 +766,12 @@ class TwoTower(Recommender):
         self.pop_stats_: tuple[NDArray[Any], NDArray[Any]] | None = None
         self.pop_prior_: _PopularityPrior | None = None
         tokens, numeric, text = self._encode_items(table, items, counts)
-        self.item_tokens_, self.item_numeric_, self.item_text_ = tokens, numeric, text
-        self.item_codes_ = np.zeros(len(items), np.int64)
+        self.item_tokens_: NDArray[np.int64] = tokens
+        self.item_numeric_: NDArray[np.float32] = numeric
+        # The ALS-initialized variant's factors follow the text vector (`cf_dim_` columns).
+        self.cf_dim_ = 0 if cf is None else int(cf.shape[1])
+        self.item_text_: NDArray[np.float32] = text if cf is None else np.hstack([text, cf])
+        self.item_codes_: NDArray[np.int64] = np.zeros(len(items), np.int64)
         if c.item_id_embedding:
             seen = np.flatnonzero(counts > 0)
             self.item_codes_[seen] = np.arange(1, seen.size + 1)
