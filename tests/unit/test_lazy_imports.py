@@ -34,6 +34,8 @@ HEAVY = (
     "hybridrec.embed",
     "hybridrec.index",
     "mlflow",
+    "pyspark",
+    "hybridrec.models.spark_als",
 )
 
 REPORT = f"""
@@ -144,3 +146,68 @@ def test_a_class_cannot_take_a_built_in_name() -> None:
     impostor = type("ALS", (), {"name": "als", "__module__": "elsewhere"})
     with pytest.raises(ValueError, match="already registered"):
         model_registry.register(impostor)
+
+
+# What a stored row's answer needs: numpy, joblib's unpickler, BLAKE3 and hybridrec's
+# bundle code. Model code, scipy (the pickled training matrix stays unbuilt) and pydantic
+# (the models' configs) come with the first model built; implicit with the first fold-in.
+NOT_FOR_A_STORED_ROW = ("scipy", "pydantic", "polars", "threadpoolctl", "hybridrec.models.base")
+NOT_FOR_AN_ALS_ANSWER = (
+    "polars",
+    "implicit",
+    "sklearn",
+    "faiss",
+    "torch",
+    "lightgbm",
+    "mlflow",
+    "fastapi",
+    "hybridrec.data.loaders",
+    "hybridrec.models.itemknn",
+)
+
+
+@pytest.fixture(scope="module")
+def ranked_store(
+    components: dict[str, Recommender], planted_data: Any, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Any, Any]:
+    """A store whose ALS has precomputed rows for every other user: (root, row, no row)."""
+    from hybridrec.bundle import TopN
+
+    users = planted_data.users
+    top = TopN.from_recommendations("als", components["als"].recommend(users.ids[::2], 10), users)
+    root = tmp_path_factory.mktemp("ranked") / "models"
+    ModelStore(root).write_version(
+        lambda path: {**write_bundle(path, components, top_n=top), "default_model": "als"}
+    )
+    return root, users.ids[0].item(), users.ids[1].item()
+
+
+def test_a_stored_row_is_answered_without_model_code_and_alone_imports_what_als_needs(
+    ranked_store: tuple[Path, Any, Any],
+) -> None:
+    root, with_row, without_row = ranked_store
+    got = run(
+        f"""
+from hybridrec.bundle import open_bundle
+watched = {NOT_FOR_A_STORED_ROW + NOT_FOR_AN_ALS_ANSWER!r}
+def present():
+    return sorted(m for m in watched if m in sys.modules)
+bundle = open_bundle(sys.argv[1])
+row = bundle.recommend([int(sys.argv[2])], 5, model="als")
+after_row = present()
+model = bundle.recommend([int(sys.argv[3])], 5, model="als")
+print(json.dumps({{
+    "after_row": after_row,
+    "after_model": present(),
+    "row": (row.indices >= 0).all().item(),
+    "model": (model.indices >= 0).all().item(),
+}}))
+""",
+        str(root),
+        str(with_row),
+        str(without_row),
+    )
+    assert got["row"] and got["model"]
+    assert got["after_row"] == []
+    # ALS itself needs scipy, pydantic and threadpoolctl, nothing more.
+    assert got["after_model"] == ["hybridrec.models.base", "pydantic", "scipy", "threadpoolctl"]

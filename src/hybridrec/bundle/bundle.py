@@ -2,9 +2,16 @@
 
 `write_bundle` groups the models by part (``cf`` or ``content``, from each class's
 ``bundle_part``), stores the vocabularies and training matrix a part's models share once,
-and writes one joblib file per part. `Bundle.open` checks every file's hashes before it
-unpickles anything, memory-maps the collaborative part (start-up reads only what a request
-touches) and loads the content part on first use, once, however many threads ask at once.
+and writes one joblib file per part. `Bundle.open` memory-maps the collaborative part
+(start-up reads only what a request touches) and loads the content part on first use, once,
+however many threads ask at once.
+
+Hashes are checked before anything is read: every file whole at open, or with ``lazy``
+(what `open_bundle` does) an uncompressed, memory-mapped part block by block — the blocks
+the unpickler reads before it is unpickled, an array's blocks before the model or
+precomputed rows that use it are built; files without block hashes (compressed parts, the
+catalog, older bundles) are still checked whole at open. Either way no byte is used
+unchecked; lazily, a first answer hashes the megabytes it reads, not the 900 MB file.
 """
 
 from __future__ import annotations
@@ -24,20 +31,27 @@ from numpy.typing import NDArray
 from hybridrec.bundle.format import (
     FORMAT,
     Compression,
+    block_entry,
+    blocks_of,
     cast_float64,
     describe_file,
     dump_part,
     load_part,
+    mapped_extents,
+    verify_blocks,
     verify_files,
 )
-from hybridrec.bundle.safety import check_signature
+from hybridrec.bundle.safety import check_signature, sparse
 from hybridrec.data.vocab import Vocab
 from hybridrec.errors import ConfigError, DataError, HybridrecError, IntegrityError
-from hybridrec.models.base import History, ItemFilter, Recommendations, Recommender
+from hybridrec.models.recommendations import History, ItemFilter, Recommendations
 
 if TYPE_CHECKING:
     import polars as pl
     import scipy.sparse as sp
+
+    # Model code (pydantic, scipy) is imported when a model is built, not to read a row.
+    from hybridrec.models.base import Recommender
 
 __all__ = ["Bundle", "BundleOptions", "TopN", "part_of", "write_bundle"]
 
@@ -246,6 +260,9 @@ def write_bundle(
         for p in sorted(path.iterdir())
         if p.is_file() and p.name != MANIFEST
     }
+    if options.compression.codec is None:
+        for part in parts.values():
+            files[part["file"]]["blocks"] = block_entry(path / part["file"])
     return {
         "format": FORMAT,
         "bundle": {
@@ -337,6 +354,11 @@ class Bundle:
         self._lock = threading.RLock()
         self._part_locks = {name: threading.Lock() for name in manifest.get("parts", {})}
         self._stats: dict[str, tuple[int, int]] = {}
+        # Files checked block by block as they are used (the rest were checked whole).
+        self._lazy: set[str] = set()
+        self._checked: dict[str, set[int]] = {}
+        self._check_lock = threading.Lock()
+        self._top_n: TopN | None = None
 
     @classmethod
     def open(
@@ -346,14 +368,20 @@ class Bundle:
         verify: bool = True,
         mmap: bool = True,
         eager: Sequence[str] = ("cf",),
+        lazy: bool = False,
     ) -> Bundle:
         """Open the version directory ``path``.
 
         Args:
             path: A version directory of the model store.
-            verify: Check every file's hashes first (refuse the version on any mismatch).
+            verify: Check every file's hashes before it is used (refuse the version on any
+                mismatch).
             mmap: Memory-map uncompressed arrays read-only.
             eager: Parts to load now; the others load on first use.
+            lazy: With ``verify``, check a memory-mapped part that has block hashes block
+                by block as it is used (its size now), not whole now; `check_all` checks
+                the rest. Without it (``bundle promote``, ``ab start``) a version that opens
+                is whole.
 
         Raises:
             IntegrityError: A file is missing or does not match its hash.
@@ -365,13 +393,21 @@ class Bundle:
         compressed = manifest.get("bundle", {}).get("compression", "none") != "none"
         bundle = cls(path, manifest, mmap=mmap and not compressed)
         if verify:
-            verify_files(path, manifest["files"])
+            files = manifest["files"]
+            parts = {p["file"] for p in manifest["parts"].values()}
+            # Read whole when not mapped: then every byte is read at unpickling.
+            bundle._lazy = {
+                n for n, e in files.items() if lazy and bundle.mmap and n in parts and "blocks" in e
+            }
+            verify_files(path, files, names=[n for n in files if n not in bundle._lazy])
+            for name in bundle._lazy:
+                verify_blocks(path / name, files[name], ())
         bundle._stats = {
             name: file_stat(path / name) for name in manifest["files"] if (path / name).is_file()
         }
         for part in eager:
             if part in manifest["parts"]:
-                bundle.part(part)
+                bundle._load(part)
         return bundle
 
     @classmethod
@@ -431,7 +467,49 @@ class Bundle:
     # ---- loading --------------------------------------------------------------------------
 
     def part(self, name: str) -> Mapping[str, Any]:
-        """The payload of part ``name``, loaded on first use (thread-safe, at most once)."""
+        """The payload of part ``name``, loaded on first use (thread-safe, at most once).
+
+        Every array of it is hash-checked and its sparse matrices built (scipy).
+        """
+        payload = self._load(name)
+        with self._lock:
+            self._check(name, payload)
+            for base in payload["bases"]:
+                base["user_items"] = sparse(base["user_items"])
+            for model, entry in payload["models"].items():
+                payload["models"][model] = sparse(entry)
+        return payload
+
+    def _check(self, part: str, used: Any) -> None:
+        """Hash-check the blocks of ``part``'s file that the arrays in ``used`` lie in."""
+        file = self.manifest["parts"][part]["file"]
+        if file in self._lazy:
+            block = int(self.manifest["files"][file]["blocks"]["bytes"])
+            self._check_blocks(file, blocks_of(mapped_extents(used, self.path / file), block))
+
+    def _check_blocks(self, file: str, wanted: set[int]) -> None:
+        with self._check_lock:
+            done = self._checked.setdefault(file, set())
+            todo = wanted - done
+            if todo:
+                verify_blocks(self.path / file, self.manifest["files"][file], todo)
+                done |= todo
+
+    def check_all(self) -> None:
+        """Hash-check every block not checked yet: the whole version, as `open` used to.
+
+        A server calls it before it swaps a version in, so that a corrupted version is
+        refused at reload, not at the request that first reads the bad block.
+
+        Raises:
+            IntegrityError: A block does not match its hash.
+        """
+        for file in sorted(self._lazy):
+            blocks = len(self.manifest["files"][file]["blocks"]["blake3"])
+            self._check_blocks(file, set(range(blocks)))
+
+    def _load(self, name: str) -> Mapping[str, Any]:
+        """Part ``name`` unpickled (arrays unchecked, sparse matrices unbuilt)."""
         loaded = self._parts.get(name)
         if loaded is not None:
             return loaded
@@ -446,8 +524,16 @@ class Bundle:
             if self._stats and self._stats.get(file) != file_stat(path):
                 # Changed since the version was verified at open: check it again.
                 verify_files(self.path, self.manifest["files"], names=[file])
+                self._lazy.discard(file)
+            elif file in self._lazy:
+                # What the unpickler reads, before it reads it.
+                entry = self.manifest["files"][file]
+                pickled = set(entry["blocks"]["pickle"])
+                verify_blocks(path, entry, pickled)
+                with self._check_lock:
+                    self._checked.setdefault(file, set()).update(pickled)
             start = time.perf_counter()
-            payload = load_part(path, mmap=self.mmap)
+            payload = load_part(path, mmap=self.mmap, lazy_sparse=True)
             if not isinstance(payload, dict) or payload.get("part") != name:
                 raise IntegrityError(f"{path}: not a hybridrec {name!r} bundle part")
             self.load_counts[name] = self.load_counts.get(name, 0) + 1
@@ -473,12 +559,18 @@ class Bundle:
                 f"no model {name!r} in version {self.version}; "
                 f"available: {', '.join(self.model_names)}"
             )
-        payload = self.part(info["part"])
+        payload = self._load(info["part"])
         with self._lock:
             cached = self._models.get(name)
             if cached is None:
                 entry = payload["models"][name]
                 base = payload["bases"][entry["base"]]
+                self._check_while_importing(info["part"], (entry, base), entry["model"])
+                from hybridrec.models.base import Recommender
+
+                # Built once per base: the models sharing it share the matrix.
+                base["user_items"] = sparse(base["user_items"])
+                entry = payload["models"][name] = sparse(entry)
                 # Hybrids refer to the bundle's other models by name (reentrant lock).
                 entry = {**entry, "state": {**entry["state"], "_resolve": self.model}}
                 cached = Recommender.from_state(
@@ -486,6 +578,44 @@ class Bundle:
                 )
                 self._models[name] = cached
         return cached
+
+    def _check_while_importing(self, part: str, used: Any, model: str) -> None:
+        """`_check` ``used`` on a thread while the model's code is imported here.
+
+        BLAKE3 releases the GIL, so hashing the model's arrays overlaps the imports of its
+        module and libraries; nothing of ``used`` is read before both are done.
+        """
+        failed: list[BaseException] = []
+
+        def check() -> None:
+            try:
+                self._check(part, used)
+            except BaseException as exc:  # re-raised below, in the caller's thread
+                failed.append(exc)
+
+        worker = threading.Thread(target=check, name="hybridrec-bundle-check", daemon=True)
+        worker.start()
+        try:
+            from hybridrec.models.registry import get_model_class
+
+            get_model_class(model)
+        finally:
+            worker.join()
+        if failed:
+            raise failed[0]
+
+    def _vocabs(self, name: str) -> tuple[Vocab, Vocab]:
+        """The user and item vocabularies of model ``name``, without building the model."""
+        cached = self._models.get(name)
+        if cached is not None:
+            users, items, _ = cached._fitted()
+            return users, items
+        part = self.manifest["models"][name]["part"]
+        payload = self._load(part)
+        base = payload["bases"][payload["models"][name]["base"]]
+        users, items = base["users"], base["items"]
+        self._check(part, (users, items))
+        return users, items
 
     def get(self, name: str) -> Recommender | None:
         """Model ``name``, or None when the version lacks it or it cannot be loaded.
@@ -517,10 +647,16 @@ class Bundle:
     @property
     def top_n(self) -> TopN | None:
         """Precomputed recommendations, when the version has them."""
+        if self._top_n is not None:
+            return self._top_n
         if "cf" not in self.manifest.get("parts", {}):
             return None
-        raw = self.part("cf").get("top_n")
-        return None if raw is None else TopN.from_dict(raw)
+        raw = self._load("cf").get("top_n")
+        if raw is None:
+            return None
+        self._check("cf", raw)
+        self._top_n = TopN.from_dict(raw)
+        return self._top_n
 
     # ---- answering ------------------------------------------------------------------------
 
@@ -540,30 +676,31 @@ class Bundle:
         excluded, no filters, no new history) for ``k`` up to N; every other user, and every
         other call, goes to the model.
         """
-        rec = self.model(model)
-        top = self.top_n
         name = model or self.default_model
+        top = self.top_n
         if (
             top is not None
             and top.model == name
+            and name in self.manifest["models"]
             and k <= top.k
             and exclude_seen
             and filters is None
             and not history
         ):
-            users, items, _ = rec._fitted()
+            # Read the stored rows before building the model: they need the vocabularies.
+            users, items = self._vocabs(name)
             ids = users.coerce(np.asarray(user_ids).ravel())
             idx = users.index(ids, missing="mask")
             if (idx >= 0).all():
                 held = top.holds(idx)
                 out_idx, out_val = top.lookup(idx, k)
                 if not held.all():
-                    rest = rec.recommend(ids[~held], k, exclude_seen=True)
+                    rest = self.model(name).recommend(ids[~held], k, exclude_seen=True)
                     width = rest.indices.shape[1]
                     out_idx, out_val = out_idx[:, :width], out_val[:, :width]
                     out_idx[~held], out_val[~held] = rest.indices, rest.scores
                 return Recommendations(ids, out_idx, out_val, items)
-        return rec.recommend(
+        return self.model(model).recommend(
             user_ids, k, exclude_seen=exclude_seen, filters=filters, history=history
         )
 

@@ -24,8 +24,12 @@ def open_bundle(
     verify: bool = True,
     mmap: bool = True,
     allow_pickle: bool = False,
+    lazy: bool = True,
 ) -> Bundle:
     """Open ``version`` (default: current) of the store at ``model_dir``.
+
+    Hashes are checked as the files are used (``lazy``, see `Bundle.open`): an answer from
+    precomputed rows hashes the blocks it reads, not the whole version.
 
     When the directory has no store version but holds loose artifacts (factor files,
     similarity, precomputed recommendations: see `hybridrec.bundle.importer`), they are
@@ -37,7 +41,7 @@ def open_bundle(
     """
     store = ModelStore(model_dir)
     if version is not None or store.current() is not None:
-        return Bundle.open(store.path(version), verify=verify, mmap=mmap)
+        return Bundle.open(store.path(version), verify=verify, mmap=mmap, lazy=lazy)
     from hybridrec.bundle.importer import find_loose, import_loose
 
     if find_loose(model_dir):

@@ -16,13 +16,15 @@ them. Two defences close that gap:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import importlib
 import json
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from joblib import numpy_pickle
@@ -33,11 +35,13 @@ __all__ = [
     "KEY_ENV",
     "KEY_FILE_ENV",
     "SIGNATURE",
+    "SparseState",
     "UnsafePickleError",
     "bundle_key",
     "check_signature",
     "load_pickle",
     "sign",
+    "sparse",
 ]
 
 KEY_ENV = "HYBRIDREC_BUNDLE_KEY"
@@ -63,12 +67,67 @@ _ALLOWED: frozenset[tuple[str, str]] = frozenset(
         ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "scalar"),
+    }
+)
+# Sparse matrices a bundle may hold: unpickled as `SparseState` (scipy.sparse costs more to
+# import than the rest of an answer) and made scipy objects by `sparse` when a model is built.
+_SPARSE: frozenset[tuple[str, str]] = frozenset(
+    {
         ("scipy.sparse._csr", "csr_matrix"),
         ("scipy.sparse._csc", "csc_matrix"),
         ("scipy.sparse._coo", "coo_matrix"),
         ("scipy.sparse._csr", "csr_array"),
     }
 )
+
+
+class SparseState:
+    """A pickled scipy sparse matrix, unbuilt: its class name and attributes (arrays).
+
+    scipy pickles its matrices as ``cls.__new__(cls)`` plus an attribute dict, so `build`
+    does exactly what unpickling them would have done, later.
+    """
+
+    #: The scipy class: (module, name).
+    origin: ClassVar[tuple[str, str]]
+
+    def build(self) -> Any:
+        """The scipy matrix (scipy.sparse is imported now)."""
+        module, name = self.origin
+        cls = getattr(importlib.import_module(module), name)
+        out = cls.__new__(cls)
+        out.__dict__.update(self.__dict__)
+        return out
+
+
+@functools.cache
+def _sparse_state(module: str, name: str) -> type[SparseState]:
+    # Pickle's NEWOBJ needs a class: one per scipy class.
+    return type(name, (SparseState,), {"origin": (module, name), "__module__": __name__})
+
+
+def sparse(value: Any) -> Any:
+    """``value`` with every `SparseState` in it built into its scipy matrix.
+
+    Walks dicts, lists and tuples (new containers where something was built) and the
+    attributes of hybridrec's own objects (in place); anything else is returned as it is.
+    """
+    if isinstance(value, SparseState):
+        return value.build()
+    if isinstance(value, dict):
+        built = {k: sparse(v) for k, v in value.items()}
+        return value if all(built[k] is v for k, v in value.items()) else built
+    if isinstance(value, list | tuple):
+        items = [sparse(v) for v in value]
+        if all(a is b for a, b in zip(items, value, strict=True)):
+            return value
+        return type(value)(items)
+    if type(value).__module__.startswith("hybridrec.") and hasattr(value, "__dict__"):
+        for k, v in list(vars(value).items()):
+            built = sparse(v)
+            if built is not v:
+                vars(value)[k] = built
+    return value
 
 
 class UnsafePickleError(IntegrityError):
@@ -157,7 +216,17 @@ class _GuardedUnpickler(numpy_pickle.NumpyUnpickler):  # type: ignore[misc]
 
     dispatch[pickle.BUILD[0]] = load_build
 
+    def __init__(self, *args: Any, lazy_sparse: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_sparse = lazy_sparse
+
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _SPARSE:
+            return (
+                _sparse_state(module, name)
+                if self.lazy_sparse
+                else super().find_class(module, name)
+            )
         if (module, name) in _ALLOWED:
             return super().find_class(module, name)
         if module == "hybridrec" or module.startswith("hybridrec."):
@@ -170,8 +239,11 @@ class _GuardedUnpickler(numpy_pickle.NumpyUnpickler):  # type: ignore[misc]
         )
 
 
-def load_pickle(path: str | Path, *, mmap: bool = False) -> Any:
+def load_pickle(path: str | Path, *, mmap: bool = False, lazy_sparse: bool = False) -> Any:
     """`joblib.load` through the allow-list unpickler (memory-mapped arrays when ``mmap``).
+
+    With ``lazy_sparse``, scipy sparse matrices come back as `SparseState` (scipy is not
+    imported); `sparse` builds them.
 
     Raises:
         UnsafePickleError: The file names a class or function outside the allow-list.
@@ -184,5 +256,7 @@ def load_pickle(path: str | Path, *, mmap: bool = False) -> Any:
     ):
         if isinstance(fobj, str):
             raise UnsafePickleError(f"{filename}: a pre-0.10 joblib file; not loaded")
-        unpickler = _GuardedUnpickler(filename, fobj, False, mmap_mode=mmap_mode)
+        unpickler = _GuardedUnpickler(
+            filename, fobj, False, mmap_mode=mmap_mode, lazy_sparse=lazy_sparse
+        )
         return unpickler.load()

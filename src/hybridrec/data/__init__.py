@@ -1,11 +1,22 @@
-"""Data: canonical tables, loaders, vocabularies, matrices, transforms and splits."""
+"""Data: canonical tables, loaders, vocabularies, matrices, transforms and splits.
 
-from hybridrec.data.dataset import InteractionData
-from hybridrec.data.matrix import Weighter, interaction_matrix
-from hybridrec.data.schema import validate_interactions, validate_items, validate_users
-from hybridrec.data.split import Split, global_temporal_split, random_split, temporal_split
-from hybridrec.data.transform import deduplicate, kcore_filter, to_implicit
-from hybridrec.data.vocab import Vocab
+Names are imported on first use (`hybridrec.lazy`): unpickling a bundle's vocabularies
+imports `hybridrec.data.vocab` (numpy only), not the loaders' polars or the matrices' scipy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hybridrec.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from hybridrec.data.dataset import InteractionData
+    from hybridrec.data.matrix import Weighter, interaction_matrix
+    from hybridrec.data.schema import validate_interactions, validate_items, validate_users
+    from hybridrec.data.split import Split, global_temporal_split, random_split, temporal_split
+    from hybridrec.data.transform import deduplicate, kcore_filter, to_implicit
+    from hybridrec.data.vocab import Vocab
 
 __all__ = [
     "InteractionData",
@@ -23,3 +34,20 @@ __all__ = [
     "validate_items",
     "validate_users",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "hybridrec.data.dataset": ("InteractionData",),
+        "hybridrec.data.matrix": ("Weighter", "interaction_matrix"),
+        "hybridrec.data.schema": ("validate_interactions", "validate_items", "validate_users"),
+        "hybridrec.data.split": (
+            "Split",
+            "global_temporal_split",
+            "random_split",
+            "temporal_split",
+        ),
+        "hybridrec.data.transform": ("deduplicate", "kcore_filter", "to_implicit"),
+        "hybridrec.data.vocab": ("Vocab",),
+    },
+)

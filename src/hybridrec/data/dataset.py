@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
-import polars as pl
 import scipy.sparse as sp
 
 from hybridrec.data.matrix import interaction_matrix
 from hybridrec.data.vocab import Vocab
 from hybridrec.errors import DataError
+
+if TYPE_CHECKING:
+    import polars as pl
 
 __all__ = ["InteractionData", "TimestampSource"]
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import polars as pl
-import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from hybridrec.data.vocab import Vocab
 from hybridrec.errors import ConfigError
+
+if TYPE_CHECKING:
+    # A bundle's pickled `Weighter` imports this module: scipy comes with the first matrix.
+    import polars as pl
+    import scipy.sparse as sp
 
 __all__ = ["Weighter", "Weighting", "interaction_matrix", "row_counts"]
 
@@ -52,6 +55,8 @@ def interaction_matrix(
         last[:-1] = (u[1:] != u[:-1]) | (i[1:] != i[:-1])
         u, i, values = u[last], i[last], values[last]
     dtype = np.float64 if column == "timestamp" else np.float32
+    import scipy.sparse as sp
+
     m = sp.csr_matrix((values.astype(dtype), (u, i)), shape=shape)
     m.sum_duplicates()
     m.sort_indices()
@@ -101,6 +106,8 @@ class Weighter:
 
     def transform(self, matrix: sp.csr_matrix) -> sp.csr_matrix:
         """Weighted float32 copy of ``matrix`` (same sparsity pattern)."""
+        import scipy.sparse as sp
+
         if self.scheme == "none" and matrix.dtype.kind == "f":
             # Floats round to float32 as they would through float64: skip that copy.
             plain = sp.csr_matrix(matrix, dtype=np.float32, copy=True)

@@ -37,24 +37,25 @@ from __future__ import annotations
 import os
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-import joblib
 import numpy as np
-import polars as pl
 import scipy.sparse as sp
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, ValidationError
-from threadpoolctl import threadpool_limits
 
-from hybridrec.data.dataset import InteractionData
 from hybridrec.data.vocab import Vocab
 from hybridrec.errors import ConfigError, DataError, HybridrecError, NotFittedError, UnknownIdError
 from hybridrec.models.footprint import SPARSE_OPS, DataShape, Footprint
+from hybridrec.models.recommendations import History, ItemFilter, Recommendations
+
+if TYPE_CHECKING:
+    # Serving a bundle needs neither the data pipeline nor joblib's writer.
+    from hybridrec.data.dataset import InteractionData
 
 __all__ = [
     "History",
@@ -69,7 +70,6 @@ __all__ = [
     "topk_rows",
 ]
 
-History = Mapping[Any, Sequence[Any] | Mapping[Any, float]]
 
 # Dense score blocks are chunked so one block stays under this many float32 cells (~32 MB);
 # `batch_threads` blocks are scored at once.
@@ -85,79 +85,6 @@ class ModelConfig(BaseModel):
     """Base of every model's hyperparameters: unknown keys are an error."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-@dataclass(frozen=True)
-class ItemFilter:
-    """Business rules applied before ranking.
-
-    Attributes:
-        allow: If given, only these item ids may be recommended.
-        deny: These item ids are never recommended.
-    """
-
-    allow: Sequence[Any] | None = None
-    deny: Sequence[Any] | None = None
-
-    def mask(self, items: Vocab) -> NDArray[np.bool_] | None:
-        """Boolean mask over the item vocabulary (True = may be recommended), or None."""
-        if self.allow is None and self.deny is None:
-            return None
-        keep = np.ones(len(items), dtype=bool)
-        if self.allow is not None:
-            keep[:] = False
-            idx = items.index(list(self.allow), missing="mask")
-            keep[idx[idx >= 0]] = True
-        if self.deny is not None:
-            idx = items.index(list(self.deny), missing="mask")
-            keep[idx[idx >= 0]] = False
-        return keep
-
-
-@dataclass(frozen=True)
-class Recommendations:
-    """A batch of ranked lists.
-
-    Attributes:
-        user_ids: External ids of the query users (or items, for ``similar_items``), shape (n,).
-        indices: Item indices, shape (n, k), best first; -1 pads rows with fewer than k items.
-        scores: Scores aligned with ``indices``; -inf at padding.
-        items: The item vocabulary the indices refer to.
-    """
-
-    user_ids: NDArray[Any]
-    indices: NDArray[np.int64]
-    scores: NDArray[np.float32]
-    items: Vocab
-
-    def __len__(self) -> int:
-        return int(self.user_ids.size)
-
-    def row(self, i: int) -> tuple[NDArray[Any], NDArray[np.float32]]:
-        """External item ids and scores of row ``i``, padding removed."""
-        valid = self.indices[i] >= 0
-        return self.items.lookup(self.indices[i][valid]), self.scores[i][valid]
-
-    def __iter__(self) -> Iterator[tuple[Any, NDArray[Any], NDArray[np.float32]]]:
-        for i in range(len(self)):
-            yield (self.user_ids[i], *self.row(i))
-
-    def to_frame(self, id_column: str = "user_id") -> pl.DataFrame:
-        """Long format: ``user_id, item_id, rank, score`` (rank from 1), padding dropped."""
-        valid = self.indices >= 0
-        rows, cols = np.nonzero(valid)
-        ids = self.user_ids
-        if ids.dtype.kind == "O":
-            # Known integer ids next to new text ids: one column type, text.
-            ids = ids.astype(str)
-        return pl.DataFrame(
-            {
-                id_column: ids[rows],
-                "item_id": self.items.lookup(self.indices[rows, cols]),
-                "rank": (cols + 1).astype(np.int32),
-                "score": self.scores[rows, cols].astype(np.float64),
-            }
-        )
 
 
 def topk_rows(scores: NDArray[np.floating[Any]], k: int) -> tuple[NDArray[np.int64], NDArray[Any]]:
@@ -783,6 +710,8 @@ class Recommender(ABC):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
         try:
+            import joblib
+
             joblib.dump(payload, tmp)
             os.replace(tmp, path)
         finally:
@@ -851,6 +780,8 @@ def for_blocks(n: int, block: int, run: Callable[[int], None]) -> None:
         for start in starts:
             run(start)
         return
+    from threadpoolctl import threadpool_limits
+
     with threadpool_limits(1, "blas"), ThreadPoolExecutor(workers) as pool:
         list(pool.map(run, starts))
 

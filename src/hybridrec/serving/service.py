@@ -129,7 +129,11 @@ class ModelService:
     def _open(self, version: str | None) -> Bundle:
         store = ModelStore(self.model_dir)
         if not self.private_copy or (version is None and store.current() is None):
-            return open_bundle(self.model_dir, version, verify=self.verify)
+            bundle = open_bundle(self.model_dir, version, verify=self.verify)
+            if self.verify:
+                # Refused now, not at the request that first reads a bad block.
+                bundle.check_all()
+            return bundle
         source = store.path(version)
         copy = Path(tempfile.mkdtemp(prefix=f"hybridrec-serving-{source.name}-"))
         try:
