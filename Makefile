@@ -13,10 +13,11 @@ MODEL_DIR ?= models
 # content (FAISS, scikit-learn, sentence-transformers),
 # neural (torch 2.13.0 CPU, pinned: a looser pin pulls a multi-GB CUDA build)
 # track (MLflow: every train / evaluate / tune run, and the model registry),
-# rank (LightGBM, the two-stage ranker) and ui (Streamlit).
-EXTRAS ?= dev,serve,content,neural,track,rank,ui
+# rank (LightGBM, the two-stage ranker), ui (Streamlit) and spark (PySpark: the Spark ALS
+# backend and batch scoring; needs Java 17).
+EXTRAS ?= dev,serve,content,neural,track,rank,ui,spark
 
-.PHONY: help venv install chromium run train evaluate test lint typecheck pytest bench bench-quality bench-als bench-bundle bench-ann bench-content bench-serve bench-data bench-batch bench-train-scale bench-topk bench-two-tower bench-ranker clean ui
+.PHONY: help venv install chromium run train evaluate test lint typecheck pytest bench bench-quality bench-als bench-bundle bench-ann bench-content bench-serve bench-data bench-batch bench-train-scale bench-scale bench-topk bench-two-tower bench-ranker clean ui
 
 help:
 	@echo "make run            train + evaluate the default pipeline, save to $(MODEL_DIR)/, write its report, serve it with the web UI"
@@ -31,6 +32,7 @@ help:
 	@echo "make bench-data     default config vs tuned implicit ALS on 4 data shapes (+ bench-batch)"
 	@echo "make bench-batch    recommend --all-users (ALS, hybrid) vs implicit's batched recommend, 30k x 40k"
 	@echo "make bench-train-scale  train vs polars + scipy + implicit directly on 1M, 4M, 16M rows (RSS)"
+	@echo "make bench-scale    synthesize 50M interactions, ingest, ALS with implicit and Spark local[2], score all users (time, RSS)"
 	@echo "make bench-topk     top-k selection vs implicit's own top-k, 30k x 40k scores"
 	@echo "make bench-two-tower  two-tower vs every model, ALS + two-tower ensemble, cold users/items (latest-small)"
 	@echo "make bench-ranker   two-stage LightGBM ranker vs every model (temporal), recall, importance, 20M-row features"
@@ -131,6 +133,15 @@ bench-batch: $(VENV)/.installed
 ROWS ?= 1M,4M,16M
 bench-train-scale: $(VENV)/.installed
 	$(BIN)/python benchmarks/train_scale.py --rows $(ROWS)
+
+# Issue 17 at full size: 50M interactions, 1M users, 100k items; every step a fresh process
+# with its peak RSS, ingestion under 8 GiB
+# (`make bench-scale SCALE_INTERACTIONS=200k SCALE_USERS=20k SCALE_ITEMS=2k` for a quick look).
+SCALE_INTERACTIONS ?= 50M
+SCALE_USERS ?= 1M
+SCALE_ITEMS ?= 100k
+bench-scale: $(VENV)/.installed
+	$(BIN)/python benchmarks/scale.py --interactions $(SCALE_INTERACTIONS) --users $(SCALE_USERS) --items $(SCALE_ITEMS)
 
 bench-topk: $(VENV)/.installed
 	$(BIN)/python benchmarks/topk.py

@@ -33,6 +33,10 @@ app = typer.Typer(
 )
 datasets_app = typer.Typer(rich_markup_mode=None, help="Built-in datasets.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
+export_app = typer.Typer(
+    rich_markup_mode=None, help="Export data for trainers outside hybridrec.", no_args_is_help=True
+)
+app.add_typer(export_app, name="export")
 bundle_app = typer.Typer(
     rich_markup_mode=None,
     help="Model bundles and the model store: save, verify, info, list, promote, rollback, "
@@ -81,6 +85,13 @@ class UnknownPolicy(StrEnum):
     fallback = "fallback"
     skip = "skip"
     error = "error"
+
+
+class Engine(StrEnum):
+    """Where ``recommend`` scores one model's batch."""
+
+    local = "local"
+    spark = "spark"
 
 
 class OutputFormat(StrEnum):
@@ -538,6 +549,15 @@ def recommend(
             help="Fill the reason column (with --no-reasons it is empty; batches are faster).",
         ),
     ] = True,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            "--engine",
+            help="Score the batch in this process (local, in blocks) or on Spark (an ALS "
+            "model: its configured master, else SPARK_MASTER, else local[*]; needs the spark "
+            "extra). Same columns and rows either way.",
+        ),
+    ] = Engine.local,
     version: VersionOpt = None,
 ) -> None:
     """Recommend top-k items: ``user_id,item_id,rank,score,method,reason``.
@@ -565,6 +585,8 @@ def recommend(
         raise DataError("give --strategy or --model, not both")
     if strategy is not None and strategy not in STRATEGIES:
         raise DataError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+    if engine is Engine.spark and (strategy is not None or mmr is not None):
+        raise DataError("--engine spark scores one --model's batch (no --strategy or --mmr)")
     pipeline = load_pipeline(model_dir, version)
     rec = pipeline.model(model)
     k = _clamp_k(k, rec, pipeline.items)
@@ -602,6 +624,7 @@ def recommend(
             unknown=unknown.value,
             reasons=reasons,
             attributes=attributes or None,
+            engine=engine.value,
         )
         if batch.fallback:
             err.print(f"{batch.fallback} unknown user(s) answered through the fallback chain")
@@ -744,6 +767,105 @@ def datasets_info(
         info["users"] = df["user_id"].n_unique()
         info["items"] = raw.items.height if raw.items is not None else df["item_id"].n_unique()
     out.print_json(json.dumps(info, default=str))
+
+
+class DataFormat(StrEnum):
+    """File format of written data."""
+
+    parquet = "parquet"
+    csv = "csv"
+
+
+@datasets_app.command("synthesize")
+@_friendly
+def datasets_synthesize(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write.")] = Path(
+        "data/synthetic"
+    ),
+    users: Annotated[int, typer.Option("--users", help="Number of user ids.")] = 10_000,
+    items: Annotated[int, typer.Option("--items", help="Number of item ids.")] = 1_000,
+    interactions: Annotated[
+        int, typer.Option("--interactions", help="Rows of the event log.")
+    ] = 100_000,
+    fmt: Annotated[DataFormat, typer.Option("--format", help="parquet or csv.")] = (
+        DataFormat.parquet
+    ),
+    item_skew: Annotated[
+        float, typer.Option("--item-skew", help="Popularity exponent (rank ** -skew).")
+    ] = 1.0,
+    user_skew: Annotated[float, typer.Option("--user-skew", help="Activity exponent.")] = 0.8,
+    ratings: Annotated[
+        bool, typer.Option("--ratings/--no-ratings", help="Add a 1-5 rating column.")
+    ] = False,
+    string_ids: Annotated[
+        bool, typer.Option("--string-ids/--int-ids", help="Text ids (u1, i1) instead of integers.")
+    ] = False,
+    chunk_rows: Annotated[
+        int, typer.Option("--chunk-rows", help="Rows drawn and written at a time (memory).")
+    ] = 2_000_000,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Write a synthetic event log (power-law popularity and activity, timestamps) and catalog.
+
+    Memory is bounded by --chunk-rows, not by --interactions, so logs of hundreds of millions
+    of rows can be written for benchmarks.
+    """
+    from hybridrec.data.synthesize import synthesize_log
+
+    result = synthesize_log(
+        output,
+        users=users,
+        items=items,
+        interactions=interactions,
+        item_skew=item_skew,
+        user_skew=user_skew,
+        ratings=ratings,
+        string_ids=string_ids,
+        fmt=fmt.value,
+        chunk_rows=chunk_rows,
+        seed=seed,
+        console=err,
+    )
+    out.print(escape(result.describe()), highlight=False, soft_wrap=True)
+
+
+@export_app.command("interactions")
+@_friendly
+def export_interactions(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write.")],
+    config: ConfigOpt = Path("configs/default.toml"),
+    fmt: Annotated[DataFormat, typer.Option("--format", help="parquet or csv.")] = (
+        DataFormat.parquet
+    ),
+    train_path: Annotated[
+        Path | None,
+        typer.Option("--train", help="Interactions file (CSV/Parquet); overrides the config."),
+    ] = None,
+    items_path: ItemsOpt = None,
+    data_home: Annotated[Path | None, typer.Option(envvar="HYBRIDREC_DATA_HOME")] = None,
+) -> None:
+    """Write the prepared interactions (with user_index/item_index) and the id mappings.
+
+    The data is loaded and prepared as 'train' does. Factors trained elsewhere, written as
+    user_factors.npy / item_factors.npy in index order (or Spark's id, features tables) into
+    the same directory, come back with 'hybridrec bundle import DIR'.
+    """
+    from hybridrec.config import load_config
+    from hybridrec.pipeline.export import export_training_data
+
+    if train_path is None and items_path is not None:
+        raise DataError("--items needs --train (the configured source has its own)")
+    cfg = load_config(config)
+    result = export_training_data(
+        cfg.data,
+        output,
+        fmt=fmt.value,
+        data_home=data_home,
+        interactions=train_path,
+        items=items_path,
+        console=err,
+    )
+    out.print(escape(result.describe()), highlight=False, soft_wrap=True)
 
 
 @app.command()

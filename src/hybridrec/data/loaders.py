@@ -7,14 +7,19 @@ files; they are split here line by line so errors can name the exact line.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from hybridrec.data.datasets import fetch
-from hybridrec.data.schema import validate_interactions, validate_items, validate_users
+from hybridrec.data.schema import (
+    INTERACTION_COLUMNS,
+    validate_interactions,
+    validate_items,
+    validate_users,
+)
 from hybridrec.errors import DataError
 
 __all__ = [
@@ -79,7 +84,7 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def read_table(path: str | Path) -> pl.DataFrame:
+def read_table(path: str | Path, columns: Sequence[str] | None = None) -> pl.DataFrame:
     """Read a CSV (``.csv``, ``.tsv``, ``.csv.gz``) or Parquet (``.parquet``, ``.pq``) file.
 
     The whole CSV is scanned to infer column types, so a stray text value deep in a numeric
@@ -87,6 +92,7 @@ def read_table(path: str | Path) -> pl.DataFrame:
 
     Args:
         path: The file.
+        columns: Read only these columns (all of which the file must have); None: all.
 
     Returns:
         The table, with at least one row.
@@ -108,10 +114,15 @@ def read_table(path: str | Path) -> pl.DataFrame:
         raise DataError(f"{path}: no rows (an empty file)")
     try:
         if name.endswith(_PARQUET_SUFFIXES):
-            df = pl.read_parquet(path)
+            df = pl.read_parquet(path, columns=list(columns) if columns is not None else None)
         else:
             sep = "\t" if name.endswith(".tsv") else ","
-            df = pl.read_csv(path, separator=sep, infer_schema_length=None)
+            df = pl.read_csv(
+                path,
+                separator=sep,
+                infer_schema_length=None,
+                columns=list(columns) if columns is not None else None,
+            )
     except pl.exceptions.NoDataError:
         raise DataError(f"{path}: no rows (an empty file)") from None
     except (pl.exceptions.PolarsError, OSError) as exc:
@@ -142,6 +153,41 @@ def _rename(
     return df.drop(clashes).rename(renames)
 
 
+def _file_columns(path: Path) -> list[str] | None:
+    """The column names of a CSV or Parquet file from its header, or None when unreadable."""
+    name = path.name.lower()
+    try:
+        if name.endswith(_PARQUET_SUFFIXES):
+            return list(pl.read_parquet_schema(path))
+        sep = "\t" if name.endswith(".tsv") else ","
+        return pl.read_csv(path, separator=sep, n_rows=0).columns
+    except (pl.exceptions.PolarsError, OSError):
+        return None
+
+
+def _interaction_columns(path: Path, columns: Mapping[str, str] | None) -> list[str] | None:
+    """The file's columns an interactions table is built from, or None to read them all.
+
+    Logs often carry columns no model reads (sessions, devices, text); at a hundred million
+    rows reading them costs more than everything else. When anything is amiss (an unreadable
+    header, a mapped or id column missing), None: the whole file is read and validation
+    reports the problem naming every column found.
+    """
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    found = _file_columns(path)
+    if found is None or len(set(found)) != len(found):
+        return None
+    sources = {canonical: canonical for canonical in (*INTERACTION_COLUMNS, "rating")}
+    sources |= dict(columns or {})
+    if any(src not in found for src in (columns or {}).values()):
+        return None
+    if sources["user_id"] not in found or sources["item_id"] not in found:
+        return None
+    wanted = set(sources.values()) | set(sources)
+    return [c for c in found if c in wanted]
+
+
 def load_interactions(path: str | Path, columns: Mapping[str, str] | None = None) -> pl.DataFrame:
     """Load a canonical interactions table from a CSV or Parquet file.
 
@@ -157,9 +203,8 @@ def load_interactions(path: str | Path, columns: Mapping[str, str] | None = None
         DataError: The file cannot be read, a mapped column is missing, or validation fails.
     """
     path = Path(path)
-    return validate_interactions(
-        _rename(read_table(path), columns, path, strict=True), source=str(path)
-    )
+    table = read_table(path, _interaction_columns(path, columns))
+    return validate_interactions(_rename(table, columns, path, strict=True), source=str(path))
 
 
 def load_items(path: str | Path, columns: Mapping[str, str] | None = None) -> pl.DataFrame:

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -212,6 +213,9 @@ def deduplicate(
     # A lone null weight sums to 0; every other single value aggregates to itself.
     if not (how == "sum" and df["weight"].null_count()) and not has_repeated_pairs(df):
         return _sorted_by_pair(df)
+    lean = _dedup_by_key(df, how)
+    if lean is not None:
+        return lean
     ordered = df.with_row_index("_row").sort([*keys, "timestamp", "_row"], nulls_last=False)
     weight = {
         "last": pl.col("weight").last(),
@@ -226,6 +230,94 @@ def deduplicate(
     )
 
 
+def _pair_key(df: pl.DataFrame) -> tuple[pl.Expr, int, int, int] | None:
+    """One int64 key in (user, item) order for integer ids, with (user min, item min, span).
+
+    None when the ids are text or their ranges do not fit one int64.
+    """
+    users, items = df["user_id"], df["item_id"]
+    if users.dtype != pl.Int64 or items.dtype != pl.Int64:
+        return None
+    u_min, i_min = int(users.min()), int(items.min())  # type: ignore[arg-type]
+    span = int(items.max()) - i_min + 1  # type: ignore[arg-type]
+    if (int(users.max()) - u_min + 1) * span >= 2**63:  # type: ignore[arg-type]
+        return None
+    return (pl.col("user_id") - u_min) * span + (pl.col("item_id") - i_min), u_min, i_min, span
+
+
+#: Rows `_dedup_by_key` sorts at a time: the log is cut into ranges of users of about this
+#: many rows, each sorted and grouped on its own, so the working memory is one range's.
+DEDUP_PART_ROWS = 4_000_000
+
+
+def _user_ranges(df: pl.DataFrame, parts: int) -> list[tuple[int | None, int | None]]:
+    """``parts`` half-open user-id ranges of about equal rows (edges from a sample)."""
+    if parts <= 1:
+        return [(None, None)]
+    sample = df["user_id"].sample(min(df.height, 200_000), seed=0)
+    qs = [sample.quantile(i / parts, "lower") for i in range(1, parts)]
+    edges = sorted({int(q) for q in qs if q is not None})
+    bounds: list[int | None] = [None, *edges, None]
+    return list(itertools.pairwise(bounds))
+
+
+def _dedup_by_key(df: pl.DataFrame, how: DedupMode) -> pl.DataFrame | None:
+    """`deduplicate` on one int64 pair key, for integer ids and one event type.
+
+    The same result as the general path with a fraction of its memory (at 50M rows the
+    general path's sort of every column with a row index dominates the whole preparation):
+    only the key, the weight and the timestamp are carried, and the log is deduplicated one
+    range of users at a time (`DEDUP_PART_ROWS`), as no (user, item) pair spans two ranges.
+    None when it does not apply.
+    """
+    pair = _pair_key(df)
+    if pair is None:
+        return None
+    key, u_min, i_min, span = pair
+    event = pl.col("event_type")
+    if df["event_type"].null_count() or not df.select((event == event.first()).all()).item():
+        return None
+    event_type = df["event_type"][0]
+    weight = {
+        "last": pl.col("weight").last(),
+        "first": pl.col("weight").first(),
+        "sum": pl.col("weight").sum(),
+        "max": pl.col("weight").max(),
+    }[how]
+    # Sorting then grouping in order takes about half the memory of a hash aggregation here.
+    # The sort is stable (and a filter keeps row order), so equal timestamps keep the file's
+    # row order, as the row index does in the general path.
+    by = ["_key"] if how in ("sum", "max") else ["_key", "timestamp"]
+    pieces = []
+    for lo, hi in _user_ranges(df, -(-df.height // DEDUP_PART_ROWS)):
+        frame = df.lazy()
+        if lo is not None:
+            frame = frame.filter(pl.col("user_id") >= lo)
+        if hi is not None:
+            frame = frame.filter(pl.col("user_id") < hi)
+        piece = (
+            frame.select(key.alias("_key"), "weight", "timestamp")
+            .sort(by, nulls_last=False, maintain_order=True)
+            .group_by("_key", maintain_order=True)
+            .agg(weight, pl.col("timestamp").max())
+            .select(
+                (pl.col("_key") // span + u_min).alias("user_id"),
+                (pl.col("_key") % span + i_min).alias("item_id"),
+                "weight",
+                "timestamp",
+            )
+            .collect()
+        )
+        pieces.append(piece)
+    # Ranges come in user order, so the pieces stack in (user, item) order; kept as chunks
+    # (no copy into one buffer).
+    out = pl.concat(pieces, rechunk=False) if len(pieces) > 1 else pieces[0]
+    # Added to the whole frame eagerly, the constant is held once, not once a row.
+    return out.with_columns(pl.lit(event_type, dtype=pl.String).alias("event_type")).select(
+        df.columns
+    )
+
+
 def has_repeated_pairs(df: pl.DataFrame) -> bool:
     """Whether any (user, item) pair occurs on more than one row.
 
@@ -234,6 +326,19 @@ def has_repeated_pairs(df: pl.DataFrame) -> bool:
     rows whose hash repeats are compared exactly (a hash collision is not a repeat).
     """
     if df.height < 2 or _in_pair_order(df):
+        return False
+    pair = _pair_key(df)
+    if pair is not None:
+        # Integer ids: the pair key is exact, and distinct int64s are counted one range of
+        # users at a time (a pair never spans two), so the hash table stays small.
+        for lo, hi in _user_ranges(df, -(-df.height // DEDUP_PART_ROWS)):
+            users = pl.col("user_id")
+            mask = (users >= lo if lo is not None else pl.lit(True)) & (
+                users < hi if hi is not None else pl.lit(True)
+            )
+            part = df.lazy().filter(mask).select(pair[0].n_unique(), pl.len()).collect()
+            if part.item(0, 0) < part.item(0, 1):
+                return True
         return False
     pairs = df.select("user_id", "item_id")
     hashes = pairs.hash_rows(seed=0)
@@ -255,14 +360,10 @@ def _sorted_by_pair(df: pl.DataFrame) -> pl.DataFrame:
     """``df`` ordered by (user, item), which must be distinct: unchanged when it already is."""
     if _in_pair_order(df):
         return df
-    users, items = df["user_id"], df["item_id"]
-    if users.dtype == pl.Int64 and items.dtype == pl.Int64:
-        u_min, i_min = int(users.min()), int(items.min())  # type: ignore[arg-type]
-        span = int(items.max()) - i_min + 1  # type: ignore[arg-type]
-        if (int(users.max()) - u_min + 1) * span < 2**63:  # type: ignore[arg-type]
-            # One int64 key in (user, item) order: much cheaper to sort by than two columns.
-            key = (pl.col("user_id") - u_min) * span + (pl.col("item_id") - i_min)
-            return df.sort(key)
+    pair = _pair_key(df)
+    if pair is not None:
+        # One int64 key in (user, item) order: much cheaper to sort by than two columns.
+        return df.sort(pair[0])
     return df.sort(["user_id", "item_id"])
 
 

@@ -12,23 +12,25 @@ from hybridrec.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from hybridrec.models.als import ALS, ALSConfig
-    from hybridrec.models.base import ItemFilter, ModelConfig, Recommendations, Recommender
+    from hybridrec.models.base import ModelConfig, Recommender
     from hybridrec.models.content import ContentConfig, ContentRecommender
     from hybridrec.models.ease import EASE, EASEConfig
     from hybridrec.models.hybrid import Hybrid, HybridConfig, Router, RouterConfig
     from hybridrec.models.itemknn import ItemKNN, ItemKNNConfig
     from hybridrec.models.popularity import Popularity, PopularityConfig
+    from hybridrec.models.recommendations import ItemFilter, Recommendations
     from hybridrec.models.registry import create_model, get_model_class, model_names, register
     from hybridrec.models.two_tower import TwoTower, TwoTowerConfig
 
 _MODULES = {
     "hybridrec.models.als": ("ALS", "ALSConfig"),
-    "hybridrec.models.base": ("ItemFilter", "ModelConfig", "Recommendations", "Recommender"),
+    "hybridrec.models.base": ("ModelConfig", "Recommender"),
     "hybridrec.models.content": ("ContentConfig", "ContentRecommender"),
     "hybridrec.models.ease": ("EASE", "EASEConfig"),
     "hybridrec.models.hybrid": ("Hybrid", "HybridConfig", "Router", "RouterConfig"),
     "hybridrec.models.itemknn": ("ItemKNN", "ItemKNNConfig"),
     "hybridrec.models.popularity": ("Popularity", "PopularityConfig"),
+    "hybridrec.models.recommendations": ("ItemFilter", "Recommendations"),
     "hybridrec.models.registry": ("create_model", "get_model_class", "model_names", "register"),
     "hybridrec.models.two_tower": ("TwoTower", "TwoTowerConfig"),
 }

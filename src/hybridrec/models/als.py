@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
-from pydantic import Field
+from pydantic import Field, model_validator
 from threadpoolctl import threadpool_limits
 
 from hybridrec.data.dataset import InteractionData
@@ -28,7 +28,15 @@ _SOLVER_LOCK = threading.Lock()
 
 
 class ALSConfig(ModelConfig):
-    """Hyperparameters of `ALS`."""
+    """Hyperparameters of `ALS`.
+
+    The same values mean the same model on both backends: with ``backend = "spark"``, Spark
+    is given ``rating = alpha · weight - 1`` and ``alpha = 1`` (its confidence 1 + rating
+    is then implicit's alpha · weight) and ``regParam = regularization · Σn / Σn²`` over
+    the users' and items' interaction counts n (Spark scales regParam by each row's count,
+    ALS-WR; this makes the scaled penalty equal ``regularization`` for the row an average
+    interaction sits in). See `hybridrec.models.spark_als`.
+    """
 
     #: Latent dimensions.
     factors: int = Field(default=64, gt=0)
@@ -52,6 +60,43 @@ class ALSConfig(ModelConfig):
     random_state: int = 42
     #: CPU threads for implicit (0: all cores).
     num_threads: int = Field(default=0, ge=0)
+    #: Who trains: ``implicit`` (this process) or ``spark`` (``pyspark.ml`` ALS, on the
+    #: Spark master below; needs the ``spark`` extra and Java 17). Both give the same
+    #: bundle: serving and fold-in cannot tell them apart.
+    backend: Literal["implicit", "spark"] = "implicit"
+    #: Spark master URL (``local[2]``, ``spark://host:7077``, ``yarn``, ...); unset: the
+    #: ``SPARK_MASTER`` environment variable, else ``local[*]``. Spark backend only.
+    master: str | None = None
+    #: Spark ALS checkpoints its factors every this many iterations (cuts the lineage
+    #: of long runs). Spark backend only.
+    checkpoint_interval: int = Field(default=10, ge=1)
+    #: Checkpoint folder (HDFS / S3 URL on a cluster); unset: a temporary folder on a
+    #: ``local`` master, no checkpoints on a cluster. Spark backend only.
+    checkpoint_dir: str | None = None
+    #: Spark's coldStartStrategy (``drop`` / ``nan``): what Spark's own ``transform`` does
+    #: with ids it never saw. The factors imported are the same either way. Spark only.
+    cold_start_strategy: Literal["drop", "nan"] = "drop"
+    #: ``spark.driver.memory`` (e.g. ``"4g"``) of a session this model starts (a running
+    #: session is reused as it is). Spark backend only.
+    driver_memory: str | None = None
+    #: Folder for the Parquet exchanged with Spark (the cells in, the factors out);
+    #: unset: the system temp folder. On a cluster it must be a path the driver and every
+    #: executor see (a shared mount). Spark backend only.
+    work_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _backend_settings(self) -> ALSConfig:
+        if self.backend == "spark" and self.use_gpu:
+            raise ValueError("use_gpu = true trains with implicit; backend = 'spark' has no GPU")
+        if self.backend == "implicit":
+            spark_only = [
+                key
+                for key in ("master", "checkpoint_dir", "driver_memory", "work_dir")
+                if getattr(self, key) is not None
+            ]
+            if spark_only:
+                raise ValueError(f"{', '.join(spark_only)}: Spark settings need backend = 'spark'")
+        return self
 
 
 def cuda_available() -> bool:
@@ -85,6 +130,12 @@ class ALS(Recommender):
         assert isinstance(config, ALSConfig)
         f = config.factors
         rows = shape.users + shape.items
+        if config.backend == "spark":
+            # Spark solves elsewhere (its executors); here: the cells out, the factors back.
+            return Footprint(
+                bytes=rows * f * 4 * 2 + shape.nnz * 12 * 2,
+                seconds=config.iterations * (shape.nnz * f * 6) / DENSE_FLOPS * 4 + 10,
+            )
         work = shape.nnz * f * 6 + rows * f * f * 2
         return Footprint(
             bytes=rows * f * 4 * 3 + shape.nnz * 12 * 3,
@@ -108,10 +159,13 @@ class ALS(Recommender):
         }
 
     def _fit(self, data: InteractionData) -> None:
+        c = self.config
+        if c.backend == "spark":
+            self._fit_spark(data)
+            return
         from implicit.als import AlternatingLeastSquares
         from implicit.recommender_base import ModelFitError
 
-        c = self.config
         if c.use_gpu and not cuda_available():
             raise ConfigError(
                 "als: use_gpu = true, but implicit has no usable CUDA GPU here; "
@@ -139,6 +193,16 @@ class ALS(Recommender):
         self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
         self.trained_on_gpu_ = bool(use_gpu)
+
+    def _fit_spark(self, data: InteractionData) -> None:
+        """Factors from Spark's ALS; fold-in uses implicit's solver around them, as on load."""
+        from hybridrec.models.spark_als import train_factors
+
+        self.weighter_ = self._make_weighter().fit(data.matrix)
+        x = self.weighter_.transform(data.matrix)
+        self.user_factors_, self.item_factors_ = train_factors(sp.csr_matrix(x), self.config)
+        self.trained_on_gpu_ = False
+        self.model_ = None
 
     def fold_in(self, history: sp.csr_matrix) -> NDArray[np.float32]:
         """Solve user factors for history rows (n × items) against the item factors."""

@@ -722,6 +722,9 @@ def _explain(
 
 #: What a batch does with users the model does not know (and who bring no history).
 UNKNOWN_POLICIES = ("fallback", "skip", "error")
+#: Where a batch's model scores: in this process (blocked, threaded), or on Spark (ALS only;
+#: `hybridrec.models.spark_als.recommend_all_users`). Reasons are computed here either way.
+ENGINES = ("local", "spark")
 # Users per block of reason computation (bounds the history × recommended temporaries).
 _REASON_BLOCK = 1024
 # Cells (users × (history + recommended) × dimensions) per batched cosine product.
@@ -755,6 +758,7 @@ def answer_batch(
     unknown: str = "fallback",
     reasons: bool = True,
     attributes: Attributes | None = None,
+    engine: str = "local",
 ) -> Batch:
     """Recommend ``k`` items to many users with one model, as a table.
 
@@ -764,11 +768,20 @@ def answer_batch(
     (the ``method`` column says which model did), ``skip`` leaves them out (counted),
     ``error`` raises. Rules as in `answer`, except diversity (MMR), which needs `answer`.
 
+    ``engine="spark"`` scores the known users of an ALS model on Spark (its configured
+    master, else ``SPARK_MASTER``, else ``local[*]``): the same rows and columns as the
+    local engine (sets equal up to score ties), for batches larger than one machine
+    scores comfortably. Users with extra history, and unknown ones, are answered here.
+
     Raises:
-        ConfigError: Unknown policy, a missing model, or an MMR rule.
+        ConfigError: Unknown policy or engine, a missing model, an MMR rule, or the Spark
+            engine asked of a model that is not ALS.
         UnknownIdError: ``unknown="error"`` and some user is unknown.
     """
     from hybridrec.errors import UnknownIdError
+
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
 
     if unknown not in UNKNOWN_POLICIES:
         raise ConfigError(f"unknown users policy {unknown!r}; valid: {', '.join(UNKNOWN_POLICIES)}")
@@ -809,6 +822,7 @@ def answer_batch(
                 extra=extra,
                 items_table=items_table,
                 reasons=reasons,
+                engine=engine,
             )
         )
     if profiled:
@@ -880,21 +894,28 @@ def _model_frame(
     extra: Mapping[Any, Any],
     items_table: pl.DataFrame | None,
     reasons: bool,
+    engine: str = "local",
 ) -> pl.DataFrame:
     """One model's answers to users it can answer, in long format with reasons."""
     item_filter = _filter(rules, items_table, _model_for("popularity", get, 0.0))
     ids = np.asarray(user_ids, dtype=object) if _mixed_types(user_ids) else np.asarray(user_ids)
     hist = {u: extra[u] for u in user_ids if u in extra} if extra else {}
-    recs = rec.recommend(
-        ids, k, exclude_seen=rules.exclude_seen, filters=item_filter, history=hist or None
-    )
-    frame = recs.to_frame().with_columns(pl.lit(name).alias("method"))
-    rows = np.nonzero(recs.indices >= 0)[0]
+    if engine == "spark":
+        frame, answered, rows = _spark_frame(
+            rec, ids, k, rules=rules, item_filter=item_filter, hist=hist
+        )
+    else:
+        recs = rec.recommend(
+            ids, k, exclude_seen=rules.exclude_seen, filters=item_filter, history=hist or None
+        )
+        frame, answered = recs.to_frame(), recs.user_ids
+        rows = np.nonzero(recs.indices >= 0)[0]
+    frame = frame.with_columns(pl.lit(name).alias("method"))
     if not reasons:
         return frame.with_columns(pl.lit("").alias("reason"))
     texts = batch_reasons(
         get,
-        recs.user_ids,
+        answered,
         rows,
         frame["item_id"].to_numpy(),
         name,
@@ -902,6 +923,56 @@ def _model_frame(
         items_table=items_table,
     )
     return frame.with_columns(pl.Series("reason", texts, dtype=pl.String))
+
+
+def _spark_frame(
+    rec: Recommender,
+    ids: NDArray[Any],
+    k: int,
+    *,
+    rules: Rules,
+    item_filter: ItemFilter | None,
+    hist: Mapping[Any, Any],
+) -> tuple[pl.DataFrame, NDArray[Any], NDArray[np.int64]]:
+    """`_model_frame`'s scoring on Spark: the frame in ``ids`` order, the users, cell rows."""
+    from hybridrec.models.als import ALS
+
+    if not isinstance(rec, ALS):
+        raise ConfigError(
+            f"the Spark engine scores ALS models only ({rec.name!r} is not); use engine local"
+        )
+    if hist:
+        raise ConfigError(
+            "the Spark engine answers known users from their training history; users with "
+            "extra history (a users file with item_id rows) need engine local"
+        )
+    from hybridrec.models.spark_als import recommend_all_users
+
+    users, items, _ = rec._fitted()
+    spark_cfg = rec.config.backend == "spark"
+    frame = recommend_all_users(
+        rec,
+        k,
+        exclude_seen=rules.exclude_seen,
+        allowed=item_filter.mask(items) if item_filter is not None else None,
+        master=rec.config.master if spark_cfg else None,
+        work_dir=rec.config.work_dir if spark_cfg else None,
+    )
+    pos = users.index(users.coerce(ids))
+    answered = users.lookup(pos)
+    if not np.array_equal(pos, np.arange(len(users))):
+        # Every known user was scored: keep the asked ones, in the order asked.
+        order = pl.DataFrame({"user_id": answered, "_pos": np.arange(pos.size)})
+        frame = frame.join(order, on="user_id").sort("_pos", "rank").drop("_pos")
+    rows = (
+        users.index(users.coerce(frame["user_id"].to_numpy()))
+        if frame.height
+        else np.zeros(0, np.int64)
+    )
+    # Rows index ``answered``: map vocabulary positions to positions in the asked order.
+    where = np.empty(len(users), np.int64)
+    where[pos] = np.arange(pos.size)
+    return frame, answered, where[rows]
 
 
 def batch_reasons(
