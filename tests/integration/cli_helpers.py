@@ -98,6 +98,20 @@ def run(*args: str | Path, data_home: Path | None = None, cwd: Path | None = Non
     return Ran(proc.returncode, proc.stdout, proc.stderr)
 
 
+def movielens_home() -> Path:
+    """The data home holding MovieLens latest-small (skip locally, fail on CI when absent)."""
+    import pytest
+
+    raw = os.environ.get("HYBRIDREC_DATA_HOME", "").strip()
+    home = Path(raw) if raw else None
+    if home is None or not (home / "ml-latest-small" / "ratings.csv").is_file():
+        msg = f"MovieLens latest-small not found (HYBRIDREC_DATA_HOME={raw!r})"
+        if _ci():
+            pytest.fail(msg + "; CI must provide it")
+        pytest.skip(msg)
+    return home
+
+
 def free_port() -> int:
     """A TCP port free on loopback now."""
     with socket.socket() as s:

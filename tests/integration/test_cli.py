@@ -13,7 +13,6 @@ skip locally and fail when ``CI`` is set.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,11 +22,11 @@ import polars as pl
 import pytest
 from cli_helpers import (
     Ran,
-    _ci,
     assert_error,
     assert_ok,
     current,
     invoke,
+    movielens_home,
     positives,
     read_csv_text,
     run,
@@ -80,14 +79,7 @@ neighbors = 20
 @pytest.fixture(scope="module")
 def data_home() -> Path:
     """The data home holding MovieLens latest-small (skip locally, fail on CI when absent)."""
-    raw = os.environ.get("HYBRIDREC_DATA_HOME", "").strip()
-    home = Path(raw) if raw else None
-    if home is None or not (home / ML_DIR / "ratings.csv").is_file():
-        msg = f"MovieLens latest-small not found (HYBRIDREC_DATA_HOME={raw!r})"
-        if _ci():
-            pytest.fail(msg + "; CI must provide it")
-        pytest.skip(msg)
-    return home
+    return movielens_home()
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,10 @@ tells the mappings apart.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
-from cli_helpers import _ci, assert_ok, run
+from cli_helpers import assert_ok, movielens_home, run
 
 pytestmark = pytest.mark.slow
 
@@ -45,14 +44,7 @@ master = "local[2]"
 
 @pytest.fixture(scope="module")
 def data_home() -> Path:
-    raw = os.environ.get("HYBRIDREC_DATA_HOME", "").strip()
-    home = Path(raw) if raw else None
-    if home is None or not (home / ML_DIR / "ratings.csv").is_file():
-        msg = f"MovieLens latest-small not found (HYBRIDREC_DATA_HOME={raw!r})"
-        if _ci():
-            pytest.fail(msg + "; CI must provide it")
-        pytest.skip(msg)
-    return home
+    return movielens_home()
 
 
 def test_spark_als_matches_implicit_on_latest_small(tmp_path: Path, data_home: Path) -> None:
