@@ -58,6 +58,28 @@ def test_int_and_categorical_values_are_typed(problem: tuple[InteractionData, Ev
     assert result.score == max(s for _, s in result.trials)
 
 
+def test_the_first_trial_is_the_configuration_as_written(
+    problem: tuple[InteractionData, Evaluator],
+) -> None:
+    train, ev = problem
+    given = {"neighbors": 7, "similarity": "bm25"}
+    result = search_model("itemknn", given, KNN_SPACE, train, ev, target="ndcg@10", trials=3)
+    first, score = result.trials[0]
+    assert (first["neighbors"], first["similarity"]) == (7, "bm25")
+    # So the search never ends below the configuration on validation.
+    assert result.score >= score
+    # Unset keys start from the model's defaults (item-kNN: 100 neighbours, cosine).
+    wide = {**KNN_SPACE, "neighbors": SearchRange(low=2, high=200, log=True)}
+    plain = search_model("itemknn", {}, wide, train, ev, target="ndcg@10", trials=2)
+    defaults = create_model("itemknn").config
+    assert plain.trials[0][0]["neighbors"] == defaults.neighbors
+    assert plain.trials[0][0]["similarity"] == defaults.similarity
+    # A configured value outside the space is not tried (the defaults' 100 neighbours
+    # are outside 2-50): the search starts where TPE says.
+    outside = search_model("itemknn", {}, KNN_SPACE, train, ev, target="ndcg@10", trials=2)
+    assert all(2 <= p["neighbors"] <= 50 for p, _ in outside.trials)
+
+
 def test_budget_bounds_the_search(problem: tuple[InteractionData, Evaluator]) -> None:
     train, ev = problem
     space = {"regularization": SearchRange(low=1.0, high=1000.0, log=True)}

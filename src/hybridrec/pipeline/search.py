@@ -142,6 +142,50 @@ def _suggest(trial: Any, klass: Any, space: Space, components: list[str]) -> dic
     return params
 
 
+def _in_range(value: Any, values: SearchRange) -> bool:
+    """Whether ``value`` is a point of a numeric search range (on its step grid)."""
+    if value is None or isinstance(value, bool) or not values.low <= value <= values.high:
+        return False
+    if values.step is None:
+        return True
+    steps = (value - values.low) / values.step
+    return math.isclose(steps, round(steps))
+
+
+def _configured_point(
+    klass: Any, params: Mapping[str, Any], space: Space, components: list[str]
+) -> dict[str, Any] | None:
+    """The configured values as an Optuna trial of ``space`` (None when one lies outside).
+
+    Trial 1 of every search is the configuration as written (its values, else the model's
+    defaults), so the search can only improve on it on the validation split.
+    """
+    try:
+        defaults = klass.Config()
+    except ValueError:  # a config without defaults for every key: only what is given
+        defaults = None
+    point: dict[str, Any] = {}
+    for key, values in space.items():
+        value = params.get(key, getattr(defaults, key, None))
+        if isinstance(values, list):
+            matches = [i for i, v in enumerate(values) if v == value]
+            if not matches:
+                return None
+            point[key] = matches[0]
+        elif key == "components":
+            weights = dict(value or {})
+            for name in components:
+                w = weights.get(name)
+                if w is None or not values.low <= float(w) <= values.high:
+                    return None
+                point[f"weight.{name}"] = float(w)
+        elif _in_range(value, values):
+            point[key] = int(value) if _is_int(klass, key, values) else float(value)
+        else:
+            return None
+    return point
+
+
 def _cache_component_scores(model: ComposedRecommender) -> Callable[[], None]:
     """Cache a composed model's component answers (they do not change between trials).
 
@@ -262,6 +306,9 @@ def search_model(
 
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(trials // 3, 1)))
     study = optuna.create_study(direction="maximize", sampler=sampler)
+    configured = _configured_point(klass, params, space, weights_of)
+    if configured is not None:
+        study.enqueue_trial(configured)
     try:
         study.optimize(objective, n_trials=trials, timeout=budget_s, catch=())
     finally:
