@@ -127,8 +127,15 @@ def measured(cmd: list[str], log: Path) -> tuple[float, float, str]:
 
 
 def write_config(path: Path, als: dict[str, Any]) -> None:
-    """A pipeline config that trains ALS only and precomputes nothing."""
-    lines = ["[bundle]", "precompute_top_n = 0", "keep_versions = 1", "", "[models.als]"]
+    """A pipeline config that trains ALS only and precomputes nothing (no top-N, no ranking)."""
+    lines = [
+        "[bundle]",
+        "precompute_top_n = 0",
+        "precompute_ranking = 0",
+        "keep_versions = 1",
+        "",
+        "[models.als]",
+    ]
     lines += [f"{key} = {json.dumps(value)}" for key, value in als.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
