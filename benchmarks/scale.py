@@ -44,7 +44,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hybridrec.pipeline.artifacts import load_pipeline
-from train_scale import parse_rows
+from train_scale import als_params, parse_rows
 
 HYBRIDREC = Path(sys.executable).parent / "hybridrec"
 INGEST_LIMIT_GIB = 8.0
@@ -245,13 +245,7 @@ def main() -> None:
     console = Console(width=160)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="hybridrec-bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
-    als = {
-        "factors": args.factors,
-        "iterations": args.iterations,
-        "regularization": args.regularization,
-        "alpha": args.alpha,
-        "random_state": 42,
-    }
+    als = als_params(args)
     data, export = work / "data", work / "export"
     log = data / "interactions.parquet"
     implicit_toml, spark_toml = work / "implicit.toml", work / "spark.toml"

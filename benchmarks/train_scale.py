@@ -126,6 +126,18 @@ def measured(cmd: list[str], log: Path) -> tuple[float, float, str]:
     return elapsed, usage.ru_maxrss / 1024**2, stdout
 
 
+def als_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The ALS settings of the command line (both sides of a comparison train with them)."""
+    return {
+        "factors": args.factors,
+        "iterations": args.iterations,
+        "regularization": args.regularization,
+        "alpha": args.alpha,
+        "random_state": 42,
+        "use_gpu": False,
+    }
+
+
 def write_config(path: Path, als: dict[str, Any]) -> None:
     """A pipeline config that trains ALS only and precomputes nothing (no top-N, no ranking)."""
     lines = [
@@ -183,14 +195,7 @@ def main() -> None:
     console = Console(width=160)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="hybridrec-bench-train-scale-"))
     work.mkdir(parents=True, exist_ok=True)
-    als = {
-        "factors": args.factors,
-        "iterations": args.iterations,
-        "regularization": args.regularization,
-        "alpha": args.alpha,
-        "random_state": 42,
-        "use_gpu": False,
-    }
+    als = als_params(args)
     config = work / "als.toml"
     write_config(config, als)
     console.print(

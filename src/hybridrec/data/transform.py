@@ -217,17 +217,22 @@ def deduplicate(
     if lean is not None:
         return lean
     ordered = df.with_row_index("_row").sort([*keys, "timestamp", "_row"], nulls_last=False)
-    weight = {
-        "last": pl.col("weight").last(),
-        "first": pl.col("weight").first(),
-        "sum": pl.col("weight").sum(),
-        "max": pl.col("weight").max(),
-    }[how]
+    weight = _weight_of(how)
     return (
         ordered.group_by(keys, maintain_order=True)
         .agg(weight, pl.col("timestamp").max(), pl.col("event_type").last())
         .select(df.columns)
     )
+
+
+def _weight_of(how: DedupMode) -> pl.Expr:
+    """How a group of repeated (user, item) rows combines its weights (rows in time order)."""
+    return {
+        "last": pl.col("weight").last(),
+        "first": pl.col("weight").first(),
+        "sum": pl.col("weight").sum(),
+        "max": pl.col("weight").max(),
+    }[how]
 
 
 def _pair_key(df: pl.DataFrame) -> tuple[pl.Expr, int, int, int] | None:
@@ -278,12 +283,7 @@ def _dedup_by_key(df: pl.DataFrame, how: DedupMode) -> pl.DataFrame | None:
     if df["event_type"].null_count() or not df.select((event == event.first()).all()).item():
         return None
     event_type = df["event_type"][0]
-    weight = {
-        "last": pl.col("weight").last(),
-        "first": pl.col("weight").first(),
-        "sum": pl.col("weight").sum(),
-        "max": pl.col("weight").max(),
-    }[how]
+    weight = _weight_of(how)
     # Sorting then grouping in order takes about half the memory of a hash aggregation here.
     # The sort is stable (and a filter keeps row order), so equal timestamps keep the file's
     # row order, as the row index does in the general path.
