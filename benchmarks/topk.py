@@ -34,7 +34,8 @@ from rich.console import Console
 from rich.table import Table
 from threadpoolctl import threadpool_limits
 
-from hybridrec.models.base import _BLOCK_CELLS, batch_threads, for_blocks, topk_rows
+from hybridrec.models.base import batch_threads, for_blocks, topk_rows
+from hybridrec.models.topk import BLOCK_CELLS
 
 console = Console(width=120)
 
@@ -54,7 +55,7 @@ def project_topk(users: np.ndarray, items: np.ndarray, k: int) -> tuple[np.ndarr
     n = users.shape[0]
     out_idx = np.empty((n, k), np.int64)
     out_val = np.empty((n, k), np.float32)
-    block = max(1, _BLOCK_CELLS // items.shape[0])
+    block = max(1, BLOCK_CELLS // items.shape[0])
 
     def run(start: int) -> None:
         sl = slice(start, start + block)

@@ -11,7 +11,7 @@ import pytest
 
 from hybridrec.data.dataset import InteractionData
 from hybridrec.errors import ConfigError
-from hybridrec.models import Recommender, base, create_model
+from hybridrec.models import Recommender, base, create_model, topk
 from hybridrec.models.hybrid import Hybrid, normalize_scores
 
 
@@ -90,7 +90,7 @@ def test_threaded_blocks_equal_one_block(
     ids = planted_data.users.ids
     whole = model.recommend(ids, 7, exclude_seen=exclude_seen)
     # Blocks of 3 users on 4 threads.
-    monkeypatch.setattr(base, "_BLOCK_CELLS", 3 * len(planted_data.items))
+    monkeypatch.setattr(topk, "BLOCK_CELLS", 3 * len(planted_data.items))
     monkeypatch.setenv("HYBRIDREC_THREADS", "4")
     assert base.batch_threads() == 4
     split = model.recommend(ids, 7, exclude_seen=exclude_seen)

@@ -95,6 +95,27 @@ def layout(version: Path) -> dict[str, Any]:
     }
 
 
+def user_row(version: Path, user: int) -> Any:
+    """User ``user``'s ALS factor row (a view of the mapped part)."""
+    entry = Bundle.open(version, verify=False)._load("cf")["models"]["als"]
+    return entry["state"]["user_factors"][user : user + 1]
+
+
+def dot_blocks(version: Path, user: int) -> set[int]:
+    """The blocks a factor answer for user index ``user`` reads (beyond the vocabularies)."""
+    payload = Bundle.open(version, verify=False)._load("cf")
+    entry = payload["models"]["als"]
+    seen = payload["bases"][entry["base"]]["user_items"]
+    start, end = int(seen.indptr[user]), int(seen.indptr[user + 1])
+    used = (
+        entry["state"]["user_factors"][user : user + 1],
+        entry["state"]["item_factors"],
+        seen.indptr[user : user + 2],
+        seen.indices[start:end],
+    )
+    return fmt.blocks_of(mapped_extents(used, version / "cf.joblib"), BLOCK)
+
+
 def test_manifest_holds_each_blocks_blake3_and_the_pickle_blocks(
     components: dict[str, Recommender], top: TopN, tmp_path: Path
 ) -> None:
@@ -124,14 +145,21 @@ def test_a_stored_row_is_answered_hashing_only_the_blocks_it_reads(
     checked = bundle._checked["cf.joblib"]
     assert checked == where["pickle"] | where["row_user"]
     assert bundle.loaded_parts() == ["cf"] and not bundle._models  # ALS was not built
-    # A user without a row builds ALS: its factors are checked then.
+    # A user without a row is answered from ALS's stored factors, ALS still not built:
+    # only that user's factor row, the item factors and the user's seen items are checked.
     other = planted_data.users.ids[1]
-    np.testing.assert_array_equal(
-        bundle.recommend([other], 10, model="als").indices,
-        components["als"].recommend([other], 10).indices,
-    )
+    got = bundle.recommend([other], 10, model="als")
+    want = components["als"].recommend([other], 10)
+    np.testing.assert_array_equal(got.indices, want.indices)
+    np.testing.assert_array_equal(got.scores, want.scores)
+    assert not bundle._models
+    assert bundle._checked["cf.joblib"] == checked | dot_blocks(version, 1)
     start, end = where["factors"]
-    assert set(range(start // BLOCK, (end - 1) // BLOCK + 1)) <= bundle._checked["cf.joblib"]
+    factor_blocks = set(range(start // BLOCK, (end - 1) // BLOCK + 1))
+    assert not factor_blocks <= bundle._checked["cf.joblib"]
+    # Building ALS (the CLI and the service do) checks its factors whole.
+    bundle.model("als")
+    assert factor_blocks <= bundle._checked["cf.joblib"]
 
 
 def test_a_flipped_factor_byte_is_refused_when_als_is_built(
@@ -139,15 +167,21 @@ def test_a_flipped_factor_byte_is_refused_when_als_is_built(
 ) -> None:
     version = save(tmp_path, components, top)
     where = layout(version)
-    flip(version / "cf.joblib", inner_block(where["factors"], where["pickle"] | where["row_user"]))
+    read = where["pickle"] | where["row_user"] | dot_blocks(version, 1)
+    flip(version / "cf.joblib", inner_block(where["factors"], read))
     # Opened whole (`bundle promote`, `ab start`), the version is refused at once.
     with pytest.raises(IntegrityError, match=r"cf\.joblib: BLAKE3 mismatch \("):
         Bundle.open(version)
     bundle = open_bundle(tmp_path)  # lazy, as `hybridrec recommend` and servers open it
-    # The stored row does not read the factors: it is answered, from checked bytes.
+    # The stored row and user 1's factors do not read the flipped block: both are
+    # answered, from checked bytes; building ALS reads it, and is refused.
     assert bundle.recommend([planted_data.users.ids[0]], 5, model="als").indices.shape == (1, 5)
+    np.testing.assert_array_equal(
+        bundle.recommend([planted_data.users.ids[1]], 5, model="als").indices,
+        components["als"].recommend([planted_data.users.ids[1]], 5).indices,
+    )
     with pytest.raises(IntegrityError, match=r"cf\.joblib: BLAKE3 mismatch in bytes \d+-\d+"):
-        bundle.recommend([planted_data.users.ids[1]], 5, model="als")
+        bundle.model("als")
     with pytest.raises(IntegrityError, match=r"cf\.joblib: BLAKE3 mismatch"):
         Bundle.open(version, lazy=True).check_all()
     # Not memory-mapped, every byte is read at once: checked whole at open.
@@ -155,6 +189,71 @@ def test_a_flipped_factor_byte_is_refused_when_als_is_built(
         Bundle.open(version, mmap=False, lazy=True)
     with pytest.raises(IntegrityError, match=r"cf\.joblib"):
         verify_files(version, json.loads((version / "manifest.json").read_text())["files"])
+
+
+def test_a_flipped_byte_of_a_users_factor_row_is_refused_before_it_answers(
+    components: dict[str, Recommender], top: TopN, planted_data: InteractionData, tmp_path: Path
+) -> None:
+    version = save(tmp_path, components, top)
+    where = layout(version)
+    # A user without a stored row whose factor row has a block without pickle bytes.
+    for user in range(1, len(planted_data.users), 2):
+        row = mapped_extents(user_row(version, user), version / "cf.joblib")[0]
+        middle = (row[0] + row[1]) // 2
+        if middle // BLOCK not in where["pickle"]:
+            break
+    assert not top.holds(np.array([user])).any()
+    flip(version / "cf.joblib", middle)
+    bundle = Bundle.open(version, lazy=True)
+    with pytest.raises(IntegrityError, match=r"cf\.joblib: BLAKE3 mismatch in bytes"):
+        bundle.recommend([planted_data.users.ids[user]], 5, model="als")
+    assert not bundle._models and where["pickle"] <= bundle._checked["cf.joblib"]
+
+
+def test_factor_answers_are_the_models_own(
+    components: dict[str, Recommender], planted_data: InteractionData, tmp_path: Path
+) -> None:
+    """Stored factors answer exactly as ALS does: every user, every k, batches too."""
+    version = save(tmp_path, components, None)
+    als = components["als"]
+    users = planted_data.users.ids
+    n_items = len(planted_data.items)
+    for k in (1, 7, n_items, n_items + 5):
+        bundle = Bundle.open(version, lazy=True)
+        got = bundle.recommend(users, k, model="als")
+        want = als.recommend(users, k)
+        assert not bundle._models
+        np.testing.assert_array_equal(got.indices, want.indices)
+        np.testing.assert_array_equal(got.scores, want.scores)
+    for u in users[:20]:
+        one = Bundle.open(version, lazy=True).recommend([u], 10, model="als")
+        np.testing.assert_array_equal(one.indices, als.recommend([u], 10).indices)
+    # Anything but the defaults is the model's: filters, new history, seen items kept.
+    bundle = Bundle.open(version, lazy=True)
+    bundle.recommend(users[:3], 5, model="als", exclude_seen=False)
+    assert "als" in bundle._models
+
+
+def test_a_factor_answer_imports_no_model_code(
+    components: dict[str, Recommender], planted_data: InteractionData, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    version = save(tmp_path, components, None)
+    user = planted_data.users.ids[3].item()
+    code = f"""
+import sys
+from hybridrec.bundle import open_bundle
+b = open_bundle({str(version.parent)!r}, {version.name!r})
+print(b.recommend([{user!r}], 10, model="als").indices[0].tolist())
+print(sorted(m for m in ("scipy", "pydantic", "joblib", "implicit", "hybridrec.models.als",
+                         "hybridrec.models.base", "polars") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    answer, imported = out.stdout.strip().splitlines()
+    assert answer == str(components["als"].recommend([user], 10).indices[0].tolist())
+    assert imported == "[]"
 
 
 def test_a_flipped_byte_of_the_stored_rows_is_refused_before_they_answer(

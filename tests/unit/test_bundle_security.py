@@ -129,6 +129,65 @@ def test_load_pickle_allows_what_bundles_hold(tmp_path: Path) -> None:
         load_pickle(tmp_path / "bad.joblib")
 
 
+@pytest.mark.parametrize("compress", [0, 3, ("lz4", 3)])
+@pytest.mark.parametrize("mmap", [True, False])
+def test_load_pickle_reads_what_joblib_reads(tmp_path: Path, compress: Any, mmap: bool) -> None:
+    """Every array layout a bundle holds comes back as joblib.load gives it, without joblib."""
+    import subprocess
+    import sys
+
+    import joblib
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    obj = {
+        "f64": rng.random((7, 3)),
+        "fortran": np.asfortranarray(rng.random((5, 4)).astype(np.float32)),
+        "ints": np.arange(11, dtype=np.int64)[::2].copy(),
+        "strings": np.array(["a", "bé", "c" * 40]),
+        "objects": np.array(["x", 3, None], dtype=object),
+        "empty": np.zeros((0, 4), np.float32),
+        "scalar": np.array(2.5),
+        "bigendian": np.arange(4, dtype=">i4"),
+        "nested": [np.ones(3, np.int32), (np.full(2, 7, np.uint8),)],
+    }
+    path = tmp_path / "p.joblib"
+    joblib.dump(obj, path, compress=compress)
+    back = load_pickle(path, mmap=mmap)
+    want = joblib.load(path, mmap_mode="r" if mmap and not compress else None)
+    for key in obj:
+        got, ref = (back[key], want[key]) if key != "nested" else (back[key][0], want[key][0])
+        assert type(got) is np.ndarray, key
+        # (joblib swaps a non-native byte order when it reads into memory; this keeps it.)
+        assert got.dtype.newbyteorder("=") == ref.dtype.newbyteorder("="), key
+        assert got.shape == ref.shape, key
+        assert got.flags.f_contiguous == ref.flags.f_contiguous, key
+        assert np.array_equal(got, ref), key
+    assert np.array_equal(back["nested"][1][0], want["nested"][1][0])
+    # Mapped where joblib maps (uncompressed, numeric), read into memory elsewhere.
+    assert (back["f64"].base is not None and not back["f64"].flags.writeable) == (
+        mmap and not compress
+    )
+    # The uncompressed read path does not import joblib.
+    code = (
+        "import sys; from hybridrec.bundle.safety import load_pickle; "
+        f"load_pickle({str(path)!r}, mmap=True); print('joblib' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ("True" if compress else "False")
+
+
+def test_load_pickle_refuses_a_truncated_array(tmp_path: Path) -> None:
+    import joblib
+    import numpy as np
+
+    path = tmp_path / "t.joblib"
+    joblib.dump({"a": np.arange(100_000, dtype=np.float64)}, path)
+    path.write_bytes(path.read_bytes()[:400_000])
+    with pytest.raises(IntegrityError, match="truncated"):
+        load_pickle(path, mmap=False)
+
+
 def test_bundle_verify_reports_signatures_and_refuses_unsigned_with_a_key(
     models: dict[str, Recommender], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

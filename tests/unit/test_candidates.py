@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 
 from hybridrec.data.dataset import InteractionData
-from hybridrec.models import Recommender, base, create_model
+from hybridrec.models import Recommender, base, create_model, topk
 from hybridrec.models.base import ItemFilter, dense_proposal, topk_rows
 from hybridrec.models.candidates import csr_lookup, first_free, ranked_proposal, sparse_proposal
 from hybridrec.models.hybrid import Hybrid, Router
@@ -179,7 +179,7 @@ def test_hybrid_and_router_rank_as_their_dense_scores(
     routes = router.routes_for(ids, history)
     assert {"popularity", "itemknn", "hybrid"} <= set(routes)
     # Blocks of 4 users, each mixing routes, answer as one block.
-    monkeypatch.setattr(base, "_BLOCK_CELLS", 4 * len(planted_data.items))
+    monkeypatch.setattr(topk, "BLOCK_CELLS", 4 * len(planted_data.items))
     split = router.recommend(ids, 9, exclude_seen=exclude_seen, filters=filters, history=history)
     np.testing.assert_array_equal(split.indices, whole["router"].indices)
 

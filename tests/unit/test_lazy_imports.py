@@ -182,7 +182,7 @@ def ranked_store(
     return root, users.ids[0].item(), users.ids[1].item()
 
 
-def test_a_stored_row_is_answered_without_model_code_and_alone_imports_what_als_needs(
+def test_stored_rows_and_factors_answer_without_model_code_and_als_imports_what_it_needs(
     ranked_store: tuple[Path, Any, Any],
 ) -> None:
     root, with_row, without_row = ranked_store
@@ -195,19 +195,23 @@ def present():
 bundle = open_bundle(sys.argv[1])
 row = bundle.recommend([int(sys.argv[2])], 5, model="als")
 after_row = present()
-model = bundle.recommend([int(sys.argv[3])], 5, model="als")
+factors = bundle.recommend([int(sys.argv[3])], 5, model="als")
+after_factors = present()
+bundle.model("als")
 print(json.dumps({{
     "after_row": after_row,
+    "after_factors": after_factors,
     "after_model": present(),
     "row": (row.indices >= 0).all().item(),
-    "model": (model.indices >= 0).all().item(),
+    "factors": (factors.indices >= 0).all().item(),
 }}))
 """,
         str(root),
         str(with_row),
         str(without_row),
     )
-    assert got["row"] and got["model"]
-    assert got["after_row"] == []
-    # ALS itself needs scipy, pydantic and threadpoolctl, nothing more.
+    assert got["row"] and got["factors"]
+    # A stored row, and a user without one answered from ALS's stored factors, import
+    # nothing; building ALS itself needs scipy, pydantic and threadpoolctl, nothing more.
+    assert got["after_row"] == got["after_factors"] == []
     assert got["after_model"] == ["hybridrec.models.base", "pydantic", "scipy", "threadpoolctl"]

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from hybridrec.models import base
+from hybridrec.models import topk
 from hybridrec.models.base import topk_rows
 
 
@@ -94,7 +94,7 @@ def test_matches_reference_on_tie_heavy_blocks(scores: np.ndarray, k: int) -> No
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks of 4 cells, so that small blocks take the chunked path too."""
-    monkeypatch.setattr(base, "_CHUNK", 4)
+    monkeypatch.setattr(topk, "_CHUNK", 4)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -120,12 +120,12 @@ def test_chunked_path_matches_reference(small_chunks: None, seed: int, width: in
     k=st.integers(1, 4),
 )
 def test_chunked_path_on_tie_heavy_blocks(scores: np.ndarray, k: int) -> None:
-    old = base._CHUNK
-    base._CHUNK = 4
+    old = topk._CHUNK
+    topk._CHUNK = 4
     try:
         _check(scores, k)
     finally:
-        base._CHUNK = old
+        topk._CHUNK = old
 
 
 def test_wide_rows_with_default_chunks() -> None:
@@ -165,5 +165,5 @@ def test_kth_largest_of_wide_rows(k: int) -> None:
     ):
         row[-1] = row.max() + 1  # the tail cell, outside every chunk, is the largest
         kk = min(k, row.size)
-        assert base._kth_largest(row, kk) == np.sort(row)[row.size - kk]
+        assert topk._kth_largest(row, kk) == np.sort(row)[row.size - kk]
         _check(row[None, :], k)

@@ -9,9 +9,15 @@ however many threads ask at once.
 Hashes are checked before anything is read: every file whole at open, or with ``lazy``
 (what `open_bundle` does) an uncompressed, memory-mapped part block by block — the blocks
 the unpickler reads before it is unpickled, an array's blocks before the model or
-precomputed rows that use it are built; files without block hashes (compressed parts, the
-catalog, older bundles) are still checked whole at open. Either way no byte is used
-unchecked; lazily, a first answer hashes the megabytes it reads, not the 900 MB file.
+precomputed rows that use it are built, and a known user's factor row before a factor
+answer reads it; files without block hashes (compressed parts, the catalog, older bundles)
+are still checked whole at open. Either way no byte is used unchecked; lazily, a first
+answer hashes the megabytes it reads, not the 900 MB file.
+
+`Bundle.recommend` answers a known user asked with the defaults without building the
+model where it can: from precomputed top-N rows, else from a factor model's stored vectors
+(`Recommender.dot_state`, with `hybridrec.models.topk.dot_topk`: the model's own product
+and ranking), so a first answer imports neither the model's code nor scipy or pydantic.
 """
 
 from __future__ import annotations
@@ -44,7 +50,9 @@ from hybridrec.bundle.format import (
 from hybridrec.bundle.safety import check_signature, sparse
 from hybridrec.data.vocab import Vocab
 from hybridrec.errors import ConfigError, DataError, HybridrecError, IntegrityError
+from hybridrec.models import topk
 from hybridrec.models.recommendations import History, ItemFilter, Recommendations
+from hybridrec.models.topk import check_k, dot_topk
 
 if TYPE_CHECKING:
     import polars as pl
@@ -674,26 +682,23 @@ class Bundle:
 
         Precomputed top-N answers the users it holds, asked with the defaults (seen items
         excluded, no filters, no new history) for ``k`` up to N; every other user, and every
-        other call, goes to the model.
+        other call, goes to the model. Until the model is built, a factor model's known
+        users asked with those defaults are answered from its stored factors
+        (`Recommender.dot_state`: the model's own scores and ranking, to the bit), hashing
+        only the rows they read: a first answer needs neither the model's code nor its
+        libraries.
         """
+        check_k(k)
         name = model or self.default_model
-        top = self.top_n
-        if (
-            top is not None
-            and top.model == name
-            and name in self.manifest["models"]
-            and k <= top.k
-            and exclude_seen
-            and filters is None
-            and not history
-        ):
-            # Read the stored rows before building the model: they need the vocabularies.
+        if exclude_seen and filters is None and not history and name in self.manifest["models"]:
+            # Stored answers need the vocabularies only, not the model.
             users, items = self._vocabs(name)
             ids = users.coerce(np.asarray(user_ids).ravel())
             idx = users.index(ids, missing="mask")
             if (idx >= 0).all():
-                held = top.holds(idx)
-                out_idx, out_val = top.lookup(idx, k)
+                out_idx, out_val, held = self._stored(name, idx, k)
+                if not held.any():
+                    return self.model(name).recommend(ids, k, exclude_seen=True)
                 if not held.all():
                     rest = self.model(name).recommend(ids[~held], k, exclude_seen=True)
                     width = rest.indices.shape[1]
@@ -703,6 +708,67 @@ class Bundle:
         return self.model(model).recommend(
             user_ids, k, exclude_seen=exclude_seen, filters=filters, history=history
         )
+
+    def _stored(
+        self, name: str, idx: NDArray[np.int64], k: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.bool_]]:
+        """Answers for known users ``idx`` from stored rows or factors; ``held``: answered.
+
+        Precomputed top-N rows first; then, while model ``name`` is not built, its stored
+        factors answer the rest (`dot_topk`) when it has them and they fit in one block.
+        """
+        top = self.top_n
+        if top is not None and top.model == name and k <= top.k:
+            out_idx, out_val = top.lookup(idx, k)
+            held = top.holds(idx)
+        else:
+            out_idx = np.full((idx.size, k), -1, np.int64)
+            out_val = np.full((idx.size, k), -np.inf, np.float32)
+            held = np.zeros(idx.size, bool)
+        rest = np.flatnonzero(~held)
+        if rest.size and name not in self._models:
+            factors = self._factor_rows(name, idx[rest])
+            if factors is not None:
+                got_idx, got_val = dot_topk(*factors, k)
+                width = got_idx.shape[1]
+                out_idx, out_val = out_idx[:, :width], out_val[:, :width]
+                out_idx[rest], out_val[rest] = got_idx, got_val
+                held[rest] = True
+        return out_idx, out_val, held
+
+    def _factor_rows(
+        self, name: str, idx: NDArray[np.int64]
+    ) -> tuple[NDArray[Any], NDArray[Any], list[NDArray[Any]]] | None:
+        """Users ``idx``'s stored vectors, the item vectors and their seen items, checked.
+
+        None when model ``name`` stores no dot-product factors (or a ranking of its own,
+        which is what it answers from), or the users would not fit in one scoring block.
+        """
+        part = self.manifest["models"][name]["part"]
+        payload = self._load(part)
+        entry = payload["models"][name]
+        dot = entry.get("dot")
+        if not dot or entry.get("ranking") or not isinstance(entry.get("state"), dict):
+            return None
+        user_vecs, item_vecs = entry["state"].get(dot[0]), entry["state"].get(dot[1])
+        seen = payload["bases"][entry["base"]]["user_items"]
+        if not all(
+            isinstance(a, np.ndarray) and a.ndim == 2 for a in (user_vecs, item_vecs)
+        ) or idx.size > max(1, topk.BLOCK_CELLS // max(item_vecs.shape[0], 1)):
+            return None
+        indptr, indices = seen.indptr, seen.indices
+        bounds = [(int(indptr[u]), int(indptr[u + 1])) for u in idx]
+        # Hash-check what the answer reads (its rows, the item vectors) before reading it.
+        self._check(
+            part,
+            (
+                [user_vecs[u : u + 1] for u in idx],
+                item_vecs,
+                [indptr[u : u + 2] for u in idx],
+                [indices[a:b] for a, b in bounds],
+            ),
+        )
+        return user_vecs[idx], item_vecs, [indices[a:b] for a, b in bounds]
 
     def summary(self) -> dict[str, Any]:
         """Counts per model (users, items, factors) and the version's identity."""

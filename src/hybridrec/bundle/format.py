@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 
 from hybridrec.errors import ConfigError, IntegrityError
@@ -120,6 +119,8 @@ def cast_float64(obj: Any) -> Any:
 
 def dump_part(payload: Any, path: Path, compression: Compression) -> None:
     """Write one part file and flush it to disk (the caller renames the directory)."""
+    import joblib  # not on the read path: `load_part` reads uncompressed files without it
+
     joblib.dump(payload, path, compress=compression.joblib_arg)
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())

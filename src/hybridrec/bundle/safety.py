@@ -21,13 +21,14 @@ import hashlib
 import hmac
 import importlib
 import json
+import math
 import os
 import pickle
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from joblib import numpy_pickle
+from numpy.typing import NDArray
 
 from hybridrec.errors import IntegrityError
 
@@ -59,7 +60,6 @@ _ALLOWED: frozenset[tuple[str, str]] = frozenset(
         ("builtins", "complex"),
         ("builtins", "bytearray"),
         ("collections", "OrderedDict"),
-        ("joblib.numpy_pickle", "NumpyArrayWrapper"),
         ("numpy", "dtype"),
         ("numpy", "ndarray"),
         ("numpy", "memmap"),
@@ -69,6 +69,8 @@ _ALLOWED: frozenset[tuple[str, str]] = frozenset(
         ("numpy._core.multiarray", "scalar"),
     }
 )
+#: joblib's array wrapper, read by `_ArrayWrapper` (joblib itself is not imported).
+_WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
 # Sparse matrices a bundle may hold: unpickled as `SparseState` (scipy.sparse costs more to
 # import than the rest of an answer) and made scipy objects by `sparse` when a model is built.
 _SPARSE: frozenset[tuple[str, str]] = frozenset(
@@ -198,29 +200,98 @@ def check_signature(version_dir: Path, manifest_bytes: bytes) -> str:
     return "signed"
 
 
-class _GuardedUnpickler(numpy_pickle.NumpyUnpickler):  # type: ignore[misc]
-    """joblib's unpickler, resolving only allow-listed classes.
+#: Bytes per read of an array that is not memory-mapped.
+_READ_CHUNK = 16 << 20
+#: The pure-Python unpickler, whose opcodes can be overridden (typeshed omits its internals).
+_PyUnpickler: Any = pickle._Unpickler
+
+
+class _ArrayWrapper:
+    """joblib's ``NumpyArrayWrapper`` as `_GuardedUnpickler` reads it: an array's metadata.
+
+    joblib writes each array as this wrapper's pickle followed by the array's raw bytes
+    (after one byte giving the alignment padding); the attributes come from the pickle's
+    BUILD (``subclass``, ``shape``, ``order``, ``dtype``, ``allow_mmap`` and
+    ``numpy_array_alignment_bytes``). Reading them here, not through joblib's own
+    unpickler, keeps joblib (its parallel machinery, some 30 ms to import) off the start-up
+    path of an uncompressed bundle; compressed files still go through joblib's decompressors.
+    """
+
+    shape: tuple[int, ...]
+    order: str
+    dtype: np.dtype[Any]
+    allow_mmap: bool = False
+    numpy_array_alignment_bytes: int | None = None
+
+
+class _GuardedUnpickler(_PyUnpickler):  # type: ignore[misc]
+    """An unpickler of joblib files that resolves only allow-listed classes.
 
     Memory-mapped arrays come back as plain ndarray views of the map: `numpy.memmap`
     runs Python code on every index and slice (about a microsecond each, a dozen per
-    request), a plain view of the same pages does not.
+    request), a plain view of the same pages does not. The pure-Python unpickler, as in
+    joblib: the array bytes lie between pickle opcodes, and it reads exactly what it uses.
     """
 
-    dispatch = numpy_pickle.NumpyUnpickler.dispatch.copy()
+    dispatch = _PyUnpickler.dispatch.copy()
+
+    def __init__(self, filename: str, fh: Any, *, mmap: bool, lazy_sparse: bool) -> None:
+        super().__init__(fh)
+        self.filename, self.fh, self.mmap, self.lazy_sparse = filename, fh, mmap, lazy_sparse
 
     def load_build(self) -> None:
-        super().load_build()
+        _PyUnpickler.load_build(self)
         top = self.stack[-1]
-        if isinstance(top, np.memmap):
-            self.stack[-1] = top.view(np.ndarray)
+        if isinstance(top, _ArrayWrapper):
+            self.stack[-1] = self._read_array(top)
 
     dispatch[pickle.BUILD[0]] = load_build
 
-    def __init__(self, *args: Any, lazy_sparse: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.lazy_sparse = lazy_sparse
+    def _read_array(self, wrapper: _ArrayWrapper) -> NDArray[Any]:
+        """The array whose bytes follow ``wrapper`` in the file (mapped when allowed)."""
+        dtype, shape, order = wrapper.dtype, tuple(wrapper.shape), wrapper.order
+        if dtype.hasobject:
+            # Object arrays are a nested pickle stream, resolved by the same allow-list.
+            inner = _GuardedUnpickler(
+                self.filename, self.fh, mmap=False, lazy_sparse=self.lazy_sparse
+            )
+            out: NDArray[Any] = inner.load()
+            return out
+        if wrapper.numpy_array_alignment_bytes is not None:
+            padding = int.from_bytes(self.fh.read(1), "little")
+            self.fh.read(padding)
+        count = math.prod(int(x) for x in shape)
+        nbytes = count * dtype.itemsize
+        if self.mmap and wrapper.allow_mmap and nbytes:
+            offset = self.fh.tell()
+            mapped = np.memmap(
+                self.filename,
+                dtype=dtype,
+                mode="r",
+                offset=offset,
+                shape=shape,
+                order="F" if order == "F" else "C",
+            )
+            self.fh.seek(offset + nbytes)
+            view: NDArray[Any] = mapped.view(np.ndarray)
+            return view
+        # Read in place, in chunks: a decompressing stream gives no more than it has
+        # buffered, and the array is never held twice.
+        flat = np.empty(count, dtype=dtype)
+        raw = flat.view(np.uint8).reshape(-1).data
+        done = 0
+        while done < nbytes:
+            got = self.fh.readinto(raw[done : done + _READ_CHUNK])
+            if not got:
+                raise IntegrityError(f"{self.filename}: truncated (an array's bytes end early)")
+            done += got
+        if order == "F":
+            return flat.reshape(shape[::-1]).transpose()
+        return flat.reshape(shape)
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == _WRAPPER:
+            return _ArrayWrapper
         if (module, name) in _SPARSE:
             return (
                 _sparse_state(module, name)
@@ -242,21 +313,22 @@ class _GuardedUnpickler(numpy_pickle.NumpyUnpickler):  # type: ignore[misc]
 def load_pickle(path: str | Path, *, mmap: bool = False, lazy_sparse: bool = False) -> Any:
     """`joblib.load` through the allow-list unpickler (memory-mapped arrays when ``mmap``).
 
-    With ``lazy_sparse``, scipy sparse matrices come back as `SparseState` (scipy is not
-    imported); `sparse` builds them.
+    An uncompressed file (it starts with pickle's PROTO opcode) is read without importing
+    joblib; a compressed one through joblib's decompressor for its codec, arrays read into
+    memory. With ``lazy_sparse``, scipy sparse matrices come back as `SparseState` (scipy is
+    not imported); `sparse` builds them.
 
     Raises:
-        UnsafePickleError: The file names a class or function outside the allow-list.
+        UnsafePickleError: The file names a class or function outside the allow-list, or
+            is not a joblib file of this format.
     """
     filename = os.fspath(path)
-    mode = "r" if mmap else None
-    with (
-        open(filename, "rb") as fh,
-        numpy_pickle._validate_fileobject_and_memmap(fh, filename, mode) as (fobj, mmap_mode),
-    ):
-        if isinstance(fobj, str):
-            raise UnsafePickleError(f"{filename}: a pre-0.10 joblib file; not loaded")
-        unpickler = _GuardedUnpickler(
-            filename, fobj, False, mmap_mode=mmap_mode, lazy_sparse=lazy_sparse
-        )
-        return unpickler.load()
+    with open(filename, "rb") as fh:
+        if fh.peek(1)[:1] == pickle.PROTO:
+            return _GuardedUnpickler(filename, fh, mmap=mmap, lazy_sparse=lazy_sparse).load()
+        from joblib import numpy_pickle
+
+        with numpy_pickle._validate_fileobject_and_memmap(fh, filename, None) as (fobj, _):
+            if isinstance(fobj, str):
+                raise UnsafePickleError(f"{filename}: a pre-0.10 joblib file; not loaded")
+            return _GuardedUnpickler(filename, fobj, mmap=False, lazy_sparse=lazy_sparse).load()

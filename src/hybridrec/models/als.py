@@ -121,6 +121,7 @@ class ALS(Recommender):
     name = "als"
     Config = ALSConfig
     represents_users = True
+    dot_state = ("user_factors", "item_factors")
     ranks_whole_catalog = True
     config: ALSConfig
 

@@ -33,8 +33,8 @@ from pydantic import Field, model_validator
 from hybridrec.data.dataset import InteractionData
 from hybridrec.data.vocab import Vocab
 from hybridrec.errors import ConfigError, HybridrecError
+from hybridrec.models import topk
 from hybridrec.models.base import (
-    _BLOCK_CELLS,
     History,
     ItemFilter,
     ModelConfig,
@@ -446,7 +446,7 @@ class Hybrid(ComposedRecommender):
                 parts[name][idx] = np.take_along_axis(got[name], order, axis=1)
                 answers[name][idx] = said[name]
 
-        block = max(1, _BLOCK_CELLS // max(len(items), 1))
+        block = max(1, topk.BLOCK_CELLS // max(len(items), 1))
         for_blocks(len(users), block, run)
         self.stored_ = {"union": union, "parts": parts, "answers": answers}
         return True
