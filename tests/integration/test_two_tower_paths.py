@@ -11,6 +11,7 @@ The store holds the ALS + two-tower ensemble beside them (the default config's b
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -195,3 +196,36 @@ def test_visitor_with_attributes_only_gets_two_tower_answers_everywhere(
     assert body["method_used"] == "two_tower" and body["cold_start"] is False, body
     assert [(i["item_id"], i["method"]) for i in body["items"]] == py
     assert bare["cold_start"] is True and len(bare["items"]) == 5
+
+
+def test_the_api_lists_the_attributes_and_the_ui_sends_them(
+    store: Path, tmp_path: Path, launch_temp: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET /model says what a visitor may send; the UI's new visitor picks it and is answered."""
+    from streamlit.testing.v1 import AppTest
+
+    from hybridrec.ui import APP
+
+    server = launch_temp(store, tmp_path / "api")
+    with server.client() as client:
+        info = client.get("/model").json()
+        want = client.post("/recommend", json={"attributes": PROFILE, "k": 10}).json()
+    segment = {"name": "segment", "kind": "categorical", "values": ["c0", "c1", "c2"]}
+    assert info["user_attributes"] == [{**segment, "models": ["two_tower"]}]
+    assert want["method_used"] == "two_tower"
+
+    monkeypatch.setenv("HYBRIDREC_API_URL", server.url)
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at.radio(key="who").set_value("New visitor").run()
+    assert not at.exception, at.exception
+    assert "cold start" in " ".join(w.value for w in at.warning).lower()  # nothing given yet
+    at.selectbox(key="attr_segment").set_value(PROFILE["segment"]).run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    line = str(at.get_by_key("answer").markdown[0].value)
+    assert "answered by `two_tower`" in line, line
+    shown = [
+        int(str(at.get_by_key(f"card-{rank}").caption[0].value).rsplit("item ", 1)[1])
+        for rank in range(1, len(want["items"]) + 1)
+    ]
+    assert shown == [i["item_id"] for i in want["items"]]
+    assert not at.warning  # personal results: no cold-start warning

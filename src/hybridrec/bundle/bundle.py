@@ -303,6 +303,8 @@ def _manifest_models(
             "part": part_of(model),
             **dict(info.get(name, {})),
             **_model_summary(model),
+            # What a visitor may send as attributes (GET /model lists them for clients).
+            **({"user_attributes": attrs} if (attrs := model.user_attributes()) else {}),
         }
         for name, model in models.items()
     }

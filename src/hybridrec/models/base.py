@@ -453,6 +453,15 @@ class Recommender(ABC):
             self._block_scores(users, history, fold_in, exclude_seen=exclude_seen), n
         )
 
+    def user_attributes(self) -> list[dict[str, Any]]:
+        """The user attributes this model reads: what a visitor may send with a request.
+
+        One entry per attribute: ``name``, ``kind`` (``categorical`` or ``numeric``) and, for
+        a categorical one, ``values`` (those the model knows). None for most models; the
+        two-tower lists the users-table columns its user tower reads.
+        """
+        return []
+
     def similar_items(self, item_ids: Sequence[Any] | NDArray[Any], k: int = 10) -> Recommendations:
         """The ``k`` items most similar to each query item (the item itself excluded)."""
         check_k(k)

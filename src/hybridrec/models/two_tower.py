@@ -73,6 +73,8 @@ log = logging.getLogger(__name__)
 _NET_LOCK = threading.Lock()
 # Rows per forward pass when vectors are computed for every item or user.
 _CHUNK_ROWS = 4096
+#: Values of a categorical user attribute listed by `TwoTower.user_attributes`.
+_LISTED_VALUES = 200
 # At most this many tokens (categorical values) per item or user row.
 _MAX_TOKENS = 32
 # A training row whose history is cut keeps 0 to this many items (the cold-user range).
@@ -1341,6 +1343,23 @@ class TwoTower(Recommender):
         """The attribute columns the user tower reads (categorical, then numeric)."""
         side = getattr(self, "user_side_", None)
         return [] if side is None else [*side.categorical, *side.numeric]
+
+    def user_attributes(self) -> list[dict[str, Any]]:
+        """The user tower's attributes: categorical ones with the values it knows, numeric ones.
+
+        Values are those of the feature vocabulary (the most frequent of training), sorted,
+        at most `_LISTED_VALUES` per attribute: what a client may offer a visitor to pick.
+        """
+        side = getattr(self, "user_side_", None)
+        if side is None:
+            return []
+        out: list[dict[str, Any]] = []
+        for col in side.categorical:
+            prefix = f"{col}{_SEP}"
+            values = sorted(str(t)[len(prefix) :] for t in side.vocab if str(t).startswith(prefix))
+            out.append({"name": col, "kind": "categorical", "values": values[:_LISTED_VALUES]})
+        out.extend({"name": col, "kind": "numeric", "values": []} for col in side.numeric)
+        return out
 
     def with_visitors(self, table: pl.DataFrame) -> TwoTower:
         """A view of this model that knows only the users of ``table``, by their attributes.

@@ -21,6 +21,7 @@ __all__ = [
     "ModelMetrics",
     "RollbackRequest",
     "RollbackResponse",
+    "UserAttribute",
     "UserHistoryResponse",
     "UserSummary",
     "UsersPage",
@@ -90,6 +91,18 @@ class ModelMetrics(BaseModel):
     users: int
 
 
+class UserAttribute(BaseModel):
+    """A user attribute a model of the version reads: what a visitor may send as ``attributes``."""
+
+    name: str
+    kind: Literal["categorical", "numeric"]
+    values: list[str] = Field(
+        default_factory=list,
+        description="Categorical: the values the model knows (most frequent first, capped).",
+    )
+    models: list[str] = Field(description="The models that read it (two_tower, ...).")
+
+
 class ModelInfo(BaseModel):
     """The served version: identity, data, offline metrics; what may be asked of it."""
 
@@ -106,6 +119,11 @@ class ModelInfo(BaseModel):
     notes: list[str]
     strategies: list[Strategy]
     similar_methods: list[SimilarMethod]
+    user_attributes: list[UserAttribute] = Field(
+        default_factory=list,
+        description="Attributes a visitor may send (POST /recommend ``attributes``): the "
+        "columns of the training users table that a model reads; empty when none does.",
+    )
 
 
 class VersionInfo(BaseModel):

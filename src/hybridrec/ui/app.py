@@ -26,6 +26,8 @@ from hybridrec.ui.client import ApiClient, ApiError, ApiUnreachableError, Id, ap
 
 PAGES = ("Recommendations", "Model")
 WHO = ("Known user", "New visitor")
+#: A visitor attribute left empty.
+NOT_GIVEN = "(not given)"
 #: Similarity panel: method → its heading.
 SIMILAR = {"cf": "Collaborative (interactions)", "content": "Content (title, categories, tags)"}
 SEARCH_LIMIT = 50
@@ -148,6 +150,31 @@ def _pick_visitor_items(client: ApiClient) -> list[Id]:
         format_func=lambda i: labels.get(i, str(i)),
         placeholder="pick a few (most popular first)",
     )
+    return chosen
+
+
+def _pick_visitor_attributes(info: dict[str, Any]) -> dict[str, Any]:
+    """The visitor's attributes, for the models that read them (``GET /model`` lists them)."""
+    attributes = info.get("user_attributes") or []
+    if not attributes:
+        return {}
+    readers = sorted({m for a in attributes for m in a["models"]})
+    chosen: dict[str, Any] = {}
+    with st.expander("Visitor attributes", expanded=True):
+        st.caption(
+            f"Read by {', '.join(readers)}: with attributes, even a visitor who picked no "
+            "item gets personal results."
+        )
+        for attr in attributes:
+            key = f"attr_{attr['name']}"
+            if attr["kind"] == "categorical":
+                value = st.selectbox(attr["name"], [NOT_GIVEN, *attr["values"]], key=key)
+                if value != NOT_GIVEN:
+                    chosen[attr["name"]] = value
+            else:
+                number = st.number_input(attr["name"], value=None, key=key, placeholder=NOT_GIVEN)
+                if number is not None:
+                    chosen[attr["name"]] = number
     return chosen
 
 
@@ -319,12 +346,14 @@ def recommendations_page(client: ApiClient) -> None:
     strategy, k, alpha = _strategy_controls(info)
     user: Id | None = None
     visitor_items: list[Id] = []
+    attributes: dict[str, Any] = {}
     if who == WHO[0]:
         user = _pick_user(client)
         if user is None:
             return
     else:
         visitor_items = _pick_visitor_items(client)
+        attributes = _pick_visitor_attributes(info)
     _show_flash()
     _similar_panel(client)
     main, side = st.columns([2, 1], gap="large")
@@ -340,6 +369,7 @@ def recommendations_page(client: ApiClient) -> None:
                 k=k,
                 alpha=alpha,
                 deny=st.session_state.get("visitor_denied", []),
+                attributes=attributes,
             )
         _answer(client, body, user)
 

@@ -8,7 +8,7 @@ reached is `ApiUnreachable`, saying where it was looked for and how to point els
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -185,13 +185,20 @@ class ApiClient:
         k: int = 10,
         alpha: float | None = None,
         deny: Sequence[Id] = (),
+        attributes: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """``POST /recommend``: a visitor without an id, from the items they liked."""
+        """``POST /recommend``: a visitor without an id, from the items they liked.
+
+        ``attributes``: the visitor's user attributes (those ``GET /model`` lists), for a
+        model that answers from them.
+        """
         payload: dict[str, Any] = {"item_ids": list(item_ids), "strategy": strategy, "k": k}
         if alpha is not None:
             payload["alpha"] = alpha
         if deny:
             payload["deny"] = list(deny)
+        if attributes:
+            payload["attributes"] = dict(attributes)
         body: dict[str, Any] = self._call("POST", "/recommend", json=payload)
         return body
 

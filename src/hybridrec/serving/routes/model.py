@@ -26,6 +26,7 @@ from hybridrec.serving.browse_schemas import (
     ModelMetrics,
     RollbackRequest,
     RollbackResponse,
+    UserAttribute,
     VersionInfo,
     VersionsResponse,
 )
@@ -88,7 +89,21 @@ def _info(bundle: Bundle) -> ModelInfo:
         notes=notes,
         strategies=list(Strategy),
         similar_methods=list(SimilarMethod),
+        user_attributes=_user_attributes(manifest),
     )
+
+
+def _user_attributes(manifest: dict[str, Any]) -> list[UserAttribute]:
+    """The attributes the version's models read, as their manifest entries list them."""
+    found: dict[str, UserAttribute] = {}
+    for name, info in manifest.get("models", {}).items():
+        for attr in info.get("user_attributes") or ():
+            have = found.get(attr["name"])
+            if have is None:
+                found[attr["name"]] = UserAttribute(**attr, models=[name])
+            else:
+                have.models.append(name)
+    return list(found.values())
 
 
 @router.get("/model", response_model=ModelInfo)
