@@ -25,7 +25,12 @@ from hybridrec.data.synthetic import planted_clusters
 from hybridrec.errors import DataError
 from hybridrec.evaluation.evaluator import Evaluator
 from hybridrec.models import Recommender, create_model
-from hybridrec.models.two_tower import TwoTower, _training_windows
+from hybridrec.models.two_tower import (
+    TwoTower,
+    _earliest_order,
+    _recency_order,
+    _training_windows,
+)
 from hybridrec.serving.app import create_app
 
 GENRES = ("Space", "Romance", "Horror")
@@ -292,6 +297,68 @@ def test_cut_training_rows_keep_zero_to_four_items() -> None:
     assert hist.shape == (400, 20) and kept.max() <= 4
     # 0-4 drawn uniformly: 2 on average (the dropout applied after the cut left about 1).
     assert 1.7 <= kept.mean() <= 2.3, kept.mean()
+
+
+def test_earliest_order_reverses_time_and_needs_timestamps() -> None:
+    df = pl.DataFrame(
+        {
+            "user_id": [1, 1, 1, 2, 2],
+            "item_id": [10, 11, 12, 10, 12],
+            "weight": [1.0] * 5,
+            "timestamp": [30, 10, 20, 5, 1],
+        }
+    )
+    data = InteractionData.from_frame(df)
+    order = _recency_order(data)
+    indptr, items = _earliest_order(data, order)  # type: ignore[misc]
+    ids = data.items.ids
+    assert ids[items[indptr[0] : indptr[1]]].tolist() == [11, 12, 10]
+    assert ids[items[indptr[1] : indptr[2]]].tolist() == [12, 10]
+    untimed = InteractionData.from_frame(df.with_columns(pl.lit(None).alias("timestamp")))
+    assert _earliest_order(untimed, _recency_order(untimed)) is None
+
+
+def cold_rows(target: int, first: bool) -> np.ndarray:
+    """Every row cut (``earliest``): 400 users whose 50 items came in the order 0, 1, ..."""
+    indptr = np.arange(0, 401 * 50, 50, dtype=np.int64)
+    recent = (indptr, np.tile(np.arange(49, -1, -1, dtype=np.int64), 400))
+    earliest = (indptr, np.tile(np.arange(50, dtype=np.int64), 400))
+    config = TwoTower.Config(
+        history_dropout=1.0, history_item_dropout=0.5, history_length=20, cold_history="earliest"
+    )
+    users = np.arange(400, dtype=np.int64)
+    targets = np.full(400, target)
+    rng = np.random.default_rng(0)
+    return _training_windows(recent, users, targets, config, rng, first=earliest if first else None)
+
+
+def test_earliest_cut_keeps_the_users_first_items_before_the_target() -> None:
+    # A late target: each row holds the user's first 0-4 items (no dropout among them).
+    hist = cold_rows(45, first=True)
+    kept = (hist >= 0).sum(axis=1)
+    for row, n in zip(hist, kept, strict=True):
+        assert row[:n].tolist() == list(range(n)) and (row[n:] < 0).all()
+    assert kept.max() == 4 and 1.7 <= kept.mean() <= 2.3, kept.mean()
+    # The user's third item as the target: only the two before it can be the history.
+    early = cold_rows(2, first=True)
+    kept = (early >= 0).sum(axis=1)
+    assert kept.max() == 2
+    assert all(row[:n].tolist() == list(range(n)) for row, n in zip(early, kept, strict=True))
+
+
+def test_earliest_cut_without_timestamps_keeps_random_items() -> None:
+    hist = cold_rows(45, first=False)
+    kept = hist[hist >= 0]
+    assert (hist >= 0).sum(axis=1).max() <= 4 and 45 not in kept
+    # Any item of the window (the 20 most recent but the target), not only the first 4.
+    assert set(np.unique(kept).tolist()) == set(range(29, 50)) - {45}
+
+
+def test_fits_with_earliest_cold_rows(data: InteractionData) -> None:
+    params = {**FAST, "cold_history": "earliest", "history_dropout": 0.5, "epochs": 2}
+    tower = create_model("two_tower", {**params, "min_epochs": 1}).fit(data)
+    assert tower.train_log_ and all(np.isfinite(e["loss"]) for e in tower.train_log_)
+    assert all(items.size == 5 for _, items, _ in tower.recommend([1, 2], 5))
 
 
 def test_round_trips_through_a_bundle_and_a_file(

@@ -19,10 +19,11 @@ Training is a sampled softmax over the batch's positives (in-batch negatives) wi
 logQ correction for their popularity, optionally mixed with uniformly sampled negatives;
 AdamW; early stopping on NDCG@10 (the project's metrics) of held-out interactions (10% of
 the items of sampled users). Half of each training row's history items are dropped
-(denoising: small data is otherwise overfit within a few epochs), a share of the rows then
-cut to 0-4 items and ids dropped, so that the towers also learn to answer from few items,
-from attributes alone, and for new items from their features alone. Training is seeded
-(deterministic on CPU) and runs on CUDA when available.
+(denoising: small data is otherwise overfit within a few epochs), a share of the rows cut
+to a cold user's 0-4 items (``cold_history``: the most recent, or the user's first ones
+with a target from after them) and ids dropped, so that the towers also learn to answer
+from few items, from attributes alone, and for new items from their features alone.
+Training is seeded (deterministic on CPU) and runs on CUDA when available.
 
 Inference needs no retraining: item vectors (and known users' vectors) are computed once
 after `fit`; a user unknown to the model, or with history added since, gets a vector from
@@ -156,9 +157,13 @@ class TwoTowerConfig(ModelConfig):
     #: Id embeddings (and the pooled history embeddings) skip the MLP and are added to
     #: its output (False: they are MLP inputs like the features).
     residual: bool = True
-    #: Share of training rows whose history is cut to 0-4 items (cold users), after the
-    #: history item dropout.
+    #: Share of training rows whose history is cut to 0-4 items (cold users).
     history_dropout: float = Field(default=0.05, ge=0.0, le=1.0)
+    #: Which 0-4 items a cut row keeps: ``recent``, the most recent ones the history item
+    #: dropout left, or ``earliest``, the user's first items with a target from after
+    #: them (a cold user at the start of their life: their first items, and what comes
+    #: next; without timestamps, which mark no start, 0-4 random items of the window).
+    cold_history: Literal["recent", "earliest"] = "recent"
     #: Share of history items dropped at random from each training row (a denoising
     #: regularizer: without it the towers overfit small data within a few epochs).
     history_item_dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
@@ -703,6 +708,7 @@ class TwoTower(Recommender):
             "length_input": True,
         }
         order = _recency_order(data)
+        first = _earliest_order(data, order)
         rng = np.random.default_rng(c.seed)
         matrix = sp.csr_matrix(data.matrix)
         held = _holdout(matrix, c.validation_users, rng)
@@ -714,7 +720,9 @@ class TwoTower(Recommender):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(c.seed)
                 net = net_class(self.arch_).to(device)
-                self._train(net, matrix, order=order, held=held, rng=rng, device=device)
+                self._train(
+                    net, matrix, order=order, first=first, held=held, rng=rng, device=device
+                )
         finally:
             torch.set_num_threads(threads)
         self.net_ = net.cpu().eval()
@@ -883,10 +891,16 @@ class TwoTower(Recommender):
         matrix: sp.csr_matrix,
         *,
         order: tuple[NDArray[np.int64], NDArray[np.int64]],
+        first: tuple[NDArray[np.int64], NDArray[np.int64]] | None,
         held: tuple[NDArray[np.int64], NDArray[np.int64]],
         rng: np.random.Generator,
         device: str,
     ) -> None:
+        """Train ``net`` in place.
+
+        ``order``: each user's items most recent first; ``first``: earliest first (None
+        without timestamps).
+        """
         c = self.config
         torch = _torch()[0]
         f = self._item_tensors(device)
@@ -896,6 +910,7 @@ class TwoTower(Recommender):
             train[val_users, val_items] = 0
             train.eliminate_zeros()
         train_order = _drop_cells(order, val_users, val_items)
+        train_first = None if first is None else _drop_cells(first, val_users, val_items)
         users = np.repeat(np.arange(train.shape[0]), np.diff(train.indptr))
         items = train.indices.astype(np.int64)
         counts_t = np.bincount(items, minlength=train.shape[1]).astype(np.float64)
@@ -922,7 +937,9 @@ class TwoTower(Recommender):
                     sel = perm[s : s + batch_size]
                     if sel.size < 2:
                         continue
-                    hist = _training_windows(train_order, users[sel], items[sel], c, rng)
+                    hist = _training_windows(
+                        train_order, users[sel], items[sel], c, rng, first=train_first
+                    )
                     negs = (
                         rng.choice(trained_items, size=c.uniform_negatives)
                         if c.uniform_negatives
@@ -1561,6 +1578,21 @@ def _recency_order(data: InteractionData) -> tuple[NDArray[np.int64], NDArray[np
     return m.indptr.astype(np.int64), m.indices[order].astype(np.int64)
 
 
+def _earliest_order(
+    data: InteractionData, order: tuple[NDArray[np.int64], NDArray[np.int64]]
+) -> tuple[NDArray[np.int64], NDArray[np.int64]] | None:
+    """Each user's training items earliest first (``order`` reversed; None without times).
+
+    Without timestamps the recency order is by weight, and its reverse is no user's start.
+    """
+    if data.timestamps is None:
+        return None
+    indptr, items = order
+    rows = np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
+    back = indptr[rows] + indptr[rows + 1] - 1 - np.arange(items.size)
+    return indptr, items[back]
+
+
 def _truncate(
     order: tuple[NDArray[np.int64], NDArray[np.int64]], length: int
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -1610,34 +1642,71 @@ def _training_windows(
     targets: NDArray[np.int64],
     config: TwoTowerConfig,
     rng: np.random.Generator,
+    *,
+    first: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None,
 ) -> NDArray[np.int64]:
     """The history rows of a training batch (each user's recent items less the target).
 
-    A share of the items is dropped (denoising), then a share of the rows cut to 0-4
-    items. The cut comes after the item dropout, so that a cut row holds 0-4 items as the cold
-    users it stands for do (cut first, the dropout would leave most of them 0-2).
+    A share of the items is dropped (denoising), and a ``history_dropout`` share of the
+    rows cut to 0-4 items, as a cold user has: with ``cold_history="recent"`` the first
+    0-4 the dropout left (cut first, the dropout would leave most of them 0-2), with
+    ``earliest`` the user's first items before the target (`_earliest_before`; ``first``,
+    each user's items earliest first, is None without timestamps: 0-4 random items of
+    the window).
     """
     hist = _windows(order, users, config.history_length + 1)
     hist = _without_target(hist, targets, config.history_length)
+    full = hist
     if config.history_item_dropout > 0:
         drop = rng.random(hist.shape) < config.history_item_dropout
         hist = _compact(np.where(drop, -1, hist))
-    return _cut(hist, config.history_dropout, rng)
-
-
-def _cut(hist: NDArray[np.int64], share: float, rng: np.random.Generator) -> NDArray[np.int64]:
-    """A ``share`` of the rows cut to their 0-4 most recent items (cold users, attributes only)."""
-    if share <= 0:
+    if config.history_dropout <= 0:
         return hist
-    rows = np.flatnonzero(rng.random(hist.shape[0]) < share)
-    if rows.size:
-        keep = rng.integers(0, _COLD_MAX + 1, size=rows.size)
-        cols = np.arange(hist.shape[1])[None, :]
-        sub = hist[rows]
-        sub[cols >= keep[:, None]] = -1
-        hist = hist.copy()
-        hist[rows] = sub
+    rows = np.flatnonzero(rng.random(hist.shape[0]) < config.history_dropout)
+    if rows.size == 0:
+        return hist
+    keep = rng.integers(0, _COLD_MAX + 1, size=rows.size)
+    hist = hist.copy()
+    if config.cold_history == "recent":
+        hist[rows] = _head(hist[rows], keep)
+    elif first is not None:
+        hist[rows] = _head(_earliest_before(first, users[rows], targets[rows], hist.shape[1]), keep)
+    else:
+        hist[rows] = _head(_shuffled(full[rows], rng), keep)
     return hist
+
+
+def _head(hist: NDArray[np.int64], keep: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Each row's first ``keep`` entries (the rest -1)."""
+    cols = np.arange(hist.shape[1])[None, :]
+    return np.where(cols < keep[:, None], hist, -1)
+
+
+def _earliest_before(
+    first: tuple[NDArray[np.int64], NDArray[np.int64]],
+    users: NDArray[np.int64],
+    targets: NDArray[np.int64],
+    width: int,
+) -> NDArray[np.int64]:
+    """Each user's first `_COLD_MAX` items up to (not including) the target, ``width`` wide.
+
+    A cold user's training row: their first items and one that came after them, as a
+    real cold user holds their first items and is asked for what comes next.
+    """
+    head = _windows(first, users, _COLD_MAX)
+    hit = head == targets[:, None]
+    before = np.where(hit.any(axis=1), hit.argmax(axis=1), _COLD_MAX)
+    head = _head(head, before)
+    out = np.full((users.size, width), -1, np.int64)
+    w = min(width, _COLD_MAX)
+    out[:, :w] = head[:, :w]
+    return out
+
+
+def _shuffled(hist: NDArray[np.int64], rng: np.random.Generator) -> NDArray[np.int64]:
+    """Each row's items in a random order (padding last)."""
+    keys = np.where(hist >= 0, rng.random(hist.shape), 2.0)
+    return np.take_along_axis(hist, np.argsort(keys, axis=1, kind="stable"), axis=1)
 
 
 def _length_column(lengths: NDArray[np.int64], longest: int) -> NDArray[np.float32]:
