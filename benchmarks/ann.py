@@ -20,7 +20,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from hybridrec.index import IndexParams, VectorIndex
+from hybridrec.index import IndexParams, VectorIndex, recall_of
 
 
 def make_vectors(
@@ -40,12 +40,6 @@ def make_vectors(
         x = z @ proj + 0.02 * rng.standard_normal((m, d))
         out[start : start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
-
-
-def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(
-        np.mean([len(set(a) & set(b)) / truth.shape[1] for a, b in zip(found, truth, strict=True)])
-    )
 
 
 def main() -> None:
@@ -108,7 +102,7 @@ def main() -> None:
             setting,
             f"{single:.2f}",
             f"{batch:.2f}",
-            f"{recall(ids, truth):.3f}",
+            f"{recall_of(ids, truth):.3f}",
         )
 
     faiss.omp_set_num_threads(threads)

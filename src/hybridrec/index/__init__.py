@@ -1,5 +1,5 @@
 """Vector search: a FAISS wrapper (exact, IVF, HNSW) that persists with FAISS's own format."""
 
-from hybridrec.index.faiss_index import IndexKind, IndexParams, VectorIndex
+from hybridrec.index.faiss_index import IndexKind, IndexParams, VectorIndex, recall_of
 
-__all__ = ["IndexKind", "IndexParams", "VectorIndex"]
+__all__ = ["IndexKind", "IndexParams", "VectorIndex", "recall_of"]

@@ -26,12 +26,18 @@ from numpy.typing import NDArray
 
 from hybridrec.errors import ConfigError, DataError
 
-__all__ = ["IndexKind", "IndexParams", "VectorIndex"]
+__all__ = ["IndexKind", "IndexParams", "VectorIndex", "recall_of"]
 
 IndexKind = Literal["auto", "flat", "ivf", "hnsw"]
 _KINDS = ("auto", "flat", "ivf", "hnsw")
 # FAISS pads missing results with -FLT_MAX for inner-product indexes.
 _FAISS_PAD = -3.0e38
+
+
+def recall_of(found: NDArray[np.int64], exact: NDArray[np.int64]) -> float:
+    """Share of ``exact`` (each query's true top k ids, n × k) that ``found`` holds (-1: none)."""
+    hits = sum(np.intersect1d(e, f[f >= 0]).size for e, f in zip(exact, found, strict=True))
+    return float(hits / max(exact.size, 1))
 
 
 @dataclass(frozen=True)
@@ -185,9 +191,7 @@ class VectorIndex:
     def recall(self, queries: NDArray[Any], exact: NDArray[np.int64]) -> float:
         """Share of ``exact`` (each query's true top k ids, n × k) this index finds in its k."""
         k = exact.shape[1]
-        found = self.search(queries, k)[1] if k else np.zeros_like(exact)
-        hits = sum(np.intersect1d(e, f[f >= 0]).size for e, f in zip(exact, found, strict=True))
-        return float(hits / max(exact.size, 1))
+        return recall_of(self.search(queries, k)[1] if k else np.zeros_like(exact), exact)
 
     def calibrate(
         self, vectors: NDArray[Any], queries: NDArray[Any], k: int = 100, target: float = 0.98
