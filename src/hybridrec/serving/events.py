@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -49,6 +48,8 @@ VERSION_TABLE = "hybridrec_alembic_version"
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # Serializes concurrent migrations of one PostgreSQL database (any constant works).
 _PG_LOCK_KEY = 0x68796272
+#: Rows per chunk when events are exported.
+_EXPORT_CHUNK = 100_000
 
 #: Longest user / item id (and model version) the store's columns hold, in characters; the
 #: API validates ids against the same numbers, so no id reaches a column it does not fit.
@@ -450,25 +451,30 @@ class EventStore:
             query = query.where(events.c.ts >= since)
         if not include_dislikes:
             query = query.where(events.c.event_type != "dislike")
+        schema = {
+            "user_id": pl.String,
+            "item_id": pl.String,
+            "weight": pl.Float64,
+            "ts": pl.Float64,
+            "event_type": pl.String,
+        }
+        # Columnar chunks, not one Python tuple per event: a long-running service's log
+        # is millions of rows.
         with self._connect(write=False) as conn:
-            rows = conn.execute(query).all()
-        df = pl.DataFrame(
-            {
-                "user_id": [r[0] for r in rows],
-                "item_id": [r[1] for r in rows],
-                "weight": [float(r[2]) for r in rows],
-                "timestamp": [math.floor(r[3]) for r in rows],
-                "event_type": [r[4] for r in rows],
-            },
-            schema={
-                "user_id": pl.String,
-                "item_id": pl.String,
-                "weight": pl.Float64,
-                "timestamp": pl.Int64,
-                "event_type": pl.String,
-            },
+            chunks = [
+                pl.DataFrame(part, schema=schema, orient="row")
+                for part in conn.execute(query.execution_options(stream_results=True)).partitions(
+                    _EXPORT_CHUNK
+                )
+            ]
+        df = pl.concat(chunks) if chunks else pl.DataFrame(schema=schema)
+        df = df.select(
+            _as_int_if_all(df["user_id"]),
+            _as_int_if_all(df["item_id"]),
+            "weight",
+            pl.col("ts").floor().cast(pl.Int64).alias("timestamp"),
+            "event_type",
         )
-        df = df.with_columns(_as_int_if_all(df["user_id"]), _as_int_if_all(df["item_id"]))
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         df.write_parquet(tmp)
