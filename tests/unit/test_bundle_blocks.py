@@ -234,6 +234,35 @@ def test_factor_answers_are_the_models_own(
     assert "als" in bundle._models
 
 
+def test_stored_rankings_answer_as_their_models_do(
+    planted_data: InteractionData, tmp_path: Path
+) -> None:
+    """A model's precomputed ranking answers from the bundle, the model unbuilt, as it would."""
+    from hybridrec.models import create_model
+
+    models = {
+        "als": create_model("als", {"factors": 8, "iterations": 5}).fit(planted_data),
+        "ease": create_model("ease").fit(planted_data),
+    }
+    for model in models.values():
+        assert model.precompute_ranking(6, 1 << 30)
+    version = save(tmp_path, models, None)
+    users = planted_data.users.ids
+    for name, model in models.items():
+        for k in (1, 6):
+            bundle = Bundle.open(version, lazy=True)
+            got = bundle.recommend(users, k, model=name)
+            want = model.recommend(users, k)
+            np.testing.assert_array_equal(got.indices, want.indices)
+            np.testing.assert_array_equal(got.scores, want.scores)
+            assert name not in bundle._models, (name, k)
+        # Beyond the stored rankings the model answers (and is built for it).
+        bundle = Bundle.open(version, lazy=True)
+        got = bundle.recommend(users[:4], 9, model=name)
+        np.testing.assert_array_equal(got.indices, model.recommend(users[:4], 9).indices)
+        assert name in bundle._models
+
+
 def test_a_factor_answer_imports_no_model_code(
     components: dict[str, Recommender], planted_data: InteractionData, tmp_path: Path
 ) -> None:

@@ -15,9 +15,10 @@ are still checked whole at open. Either way no byte is used unchecked; lazily, a
 answer hashes the megabytes it reads, not the 900 MB file.
 
 `Bundle.recommend` answers a known user asked with the defaults without building the
-model where it can: from precomputed top-N rows, else from a factor model's stored vectors
-(`Recommender.dot_state`, with `hybridrec.models.topk.dot_topk`: the model's own product
-and ranking), so a first answer imports neither the model's code nor scipy or pydantic.
+model where it can: from precomputed top-N rows, else from the model's own stored ranking
+(`hybridrec.models.topk.ranked_rows`) or a factor model's stored vectors
+(`Recommender.dot_state`, `hybridrec.models.topk.dot_topk`), as the model answers, so a
+first answer imports neither the model's code nor scipy or pydantic.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from hybridrec.data.vocab import Vocab
 from hybridrec.errors import ConfigError, DataError, HybridrecError, IntegrityError
 from hybridrec.models import topk
 from hybridrec.models.recommendations import History, ItemFilter, Recommendations
-from hybridrec.models.topk import check_k, dot_topk
+from hybridrec.models.topk import check_k, dot_topk, ranked_rows
 
 if TYPE_CHECKING:
     import polars as pl
@@ -716,8 +717,9 @@ class Bundle:
     ) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.bool_]]:
         """Answers for known users ``idx`` from stored rows or factors; ``held``: answered.
 
-        Precomputed top-N rows first; then, while model ``name`` is not built, its stored
-        factors answer the rest (`dot_topk`) when it has them and they fit in one block.
+        Precomputed top-N rows first; then, while model ``name`` is not built, its own
+        stored ranking (`Recommender.precompute_ranking`, what the model would answer from)
+        or else its stored factors (`dot_topk`, when they fit in one block) answer the rest.
         """
         top = self.top_n
         if top is not None and top.model == name and k <= top.k:
@@ -729,28 +731,48 @@ class Bundle:
             held = np.zeros(idx.size, bool)
         rest = np.flatnonzero(~held)
         if rest.size and name not in self._models:
-            factors = self._factor_rows(name, idx[rest])
-            if factors is not None:
-                got_idx, got_val = dot_topk(*factors, k)
-                width = got_idx.shape[1]
+            got = self._model_rows(name, idx[rest], k)
+            if got is not None:
+                width = got[0].shape[1]
                 out_idx, out_val = out_idx[:, :width], out_val[:, :width]
-                out_idx[rest], out_val[rest] = got_idx, got_val
+                out_idx[rest], out_val[rest] = got
                 held[rest] = True
         return out_idx, out_val, held
+
+    def _model_rows(
+        self, name: str, idx: NDArray[np.int64], k: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]] | None:
+        """Model ``name``'s answer to known users ``idx`` from its stored arrays, or None.
+
+        Its stored ranking answers when it has one (and it can: see `ranked_rows`), its
+        stored factors when it has those (and no ranking); the blocks read are checked.
+        """
+        part = self.manifest["models"][name]["part"]
+        entry = self._load(part)["models"][name]
+        ranking = entry.get("ranking")
+        if ranking:
+            table, scores = ranking["items"], ranking["scores"]
+            if idx.max() >= table.shape[0]:
+                return None
+            self._check(part, ([table[u : u + 1] for u in idx], [scores[u : u + 1] for u in idx]))
+            n_items = len(self._vocabs(name)[1])
+            return ranked_rows(table[idx], scores[idx], k, n_items)
+        factors = self._factor_rows(name, idx)
+        return None if factors is None else dot_topk(*factors, k)
 
     def _factor_rows(
         self, name: str, idx: NDArray[np.int64]
     ) -> tuple[NDArray[Any], NDArray[Any], list[NDArray[Any]]] | None:
         """Users ``idx``'s stored vectors, the item vectors and their seen items, checked.
 
-        None when model ``name`` stores no dot-product factors (or a ranking of its own,
-        which is what it answers from), or the users would not fit in one scoring block.
+        None when model ``name`` stores no dot-product factors, or the users would not fit
+        in one scoring block.
         """
         part = self.manifest["models"][name]["part"]
         payload = self._load(part)
         entry = payload["models"][name]
         dot = entry.get("dot")
-        if not dot or entry.get("ranking") or not isinstance(entry.get("state"), dict):
+        if not dot or not isinstance(entry.get("state"), dict):
             return None
         user_vecs, item_vecs = entry["state"].get(dot[0]), entry["state"].get(dot[1])
         seen = payload["bases"][entry["base"]]["user_items"]

@@ -53,7 +53,7 @@ from hybridrec.errors import ConfigError, DataError, HybridrecError, NotFittedEr
 from hybridrec.models import topk
 from hybridrec.models.footprint import SPARSE_OPS, DataShape, Footprint
 from hybridrec.models.recommendations import History, ItemFilter, Recommendations
-from hybridrec.models.topk import check_k, topk_rows
+from hybridrec.models.topk import check_k, ranked_rows, topk_rows
 
 if TYPE_CHECKING:
     # Serving a bundle needs neither the data pipeline nor joblib's writer.
@@ -232,28 +232,8 @@ class Recommender(ABC):
         table = stored["items"]
         if users.min() < 0 or users.max() >= table.shape[0]:
             return None
-        top = np.asarray(table[users], np.int64)
-        val = np.asarray(stored["scores"][users], np.float32)
-        # A row that ends in padding holds the user's whole ranking.
-        whole = top[:, -1] < 0
-        if allowed is not None:
-            keep = (top >= 0) & allowed[np.maximum(top, 0)]
-            if not (whole | (keep.sum(axis=1) >= k)).all():
-                return None
-            order = np.argsort(~keep, axis=1, kind="stable")
-            top = np.take_along_axis(top, order, axis=1)
-            val = np.take_along_axis(val, order, axis=1)
-            kept = np.take_along_axis(keep, order, axis=1)
-            top[~kept], val[~kept] = -1, -np.inf
-        elif k > top.shape[1] and not whole.all():
-            return None
-        width = min(k, max(len(self._fitted()[1]), 1))
-        if top.shape[1] < width:
-            # Whole rankings shorter than k: padded as `recommend` pads them.
-            pad = width - top.shape[1]
-            top = np.pad(top, ((0, 0), (0, pad)), constant_values=-1)
-            val = np.pad(val, ((0, 0), (0, pad)), constant_values=-np.inf)
-        return top[:, :width], val[:, :width]
+        n_items = len(self._fitted()[1])
+        return ranked_rows(table[users], stored["scores"][users], k, n_items, allowed=allowed)
 
     @abstractmethod
     def _fit(self, data: InteractionData) -> None:

@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 
 from hybridrec.errors import ConfigError
 
-__all__ = ["BLOCK_CELLS", "check_k", "dot_topk", "topk_rows"]
+__all__ = ["BLOCK_CELLS", "check_k", "dot_topk", "ranked_rows", "topk_rows"]
 
 #: Dense score blocks are chunked so one block stays under this many float32 cells (~32 MB);
 #: `hybridrec.models.base.batch_threads` blocks are scored at once.
@@ -220,3 +220,41 @@ def dot_topk(
     for row, cols in enumerate(seen):
         scores[row, cols] = -np.inf
     return topk_rows(scores, min(k, max(item_vectors.shape[0], 1)))
+
+
+def ranked_rows(
+    items: NDArray[Any],
+    scores: NDArray[Any],
+    k: int,
+    n_items: int,
+    *,
+    allowed: NDArray[np.bool_] | None = None,
+) -> tuple[NDArray[np.int64], NDArray[np.float32]] | None:
+    """The top ``k`` of stored rankings (rows of `Recommender.precompute_ranking`'s table).
+
+    ``items`` / ``scores``: the users' rows, best first, -1 past the end of a short ranking;
+    ``allowed``: items that may be recommended. None when the rows cannot answer: ``k``
+    beyond them, or too few allowed items in them, for a user whose ranking goes on.
+    """
+    top = np.array(items, np.int64)  # copies: the rows may be a bundle's read-only map
+    val = np.array(scores, np.float32)
+    # A row that ends in padding holds the user's whole ranking.
+    whole = top[:, -1] < 0
+    if allowed is not None:
+        keep = (top >= 0) & allowed[np.maximum(top, 0)]
+        if not (whole | (keep.sum(axis=1) >= k)).all():
+            return None
+        order = np.argsort(~keep, axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        val = np.take_along_axis(val, order, axis=1)
+        kept = np.take_along_axis(keep, order, axis=1)
+        top[~kept], val[~kept] = -1, -np.inf
+    elif k > top.shape[1] and not whole.all():
+        return None
+    width = min(k, max(n_items, 1))
+    if top.shape[1] < width:
+        # Whole rankings shorter than k: padded as `recommend` pads them.
+        pad = width - top.shape[1]
+        top = np.pad(top, ((0, 0), (0, pad)), constant_values=-1)
+        val = np.pad(val, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return top[:, :width], val[:, :width]
