@@ -89,6 +89,8 @@ ALS_VARIANT_FACTORS = 64
 ANN_RECALLS: dict[str, float] = {}
 
 Check = tuple[str, bool | None, str]
+#: The two-tower model's log line of the popularity prior weights it chose.
+PRIOR_MESSAGE = "two_tower popularity prior: %s (users with 0-%d items: %s)"
 
 
 def peak_rss_gb() -> float:
@@ -96,16 +98,24 @@ def peak_rss_gb() -> float:
 
 
 class EpochLog(logging.Handler):
-    """Collects the two-tower model's per-epoch log entries (loss, NDCG, seconds)."""
+    """Collects the two-tower model's per-epoch log entries (loss, NDCG, seconds).
+
+    And per fit the popularity prior weights it chose (warm, cold users), in ``priors``.
+    """
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.entries: list[dict[str, Any]] = []
+        self.priors: list[tuple[float, float]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         args = record.args
         if isinstance(args, tuple) and len(args) == 2 and isinstance(args[1], dict):
             self.entries.append(args[1])
+        elif record.msg == PRIOR_MESSAGE and isinstance(args, tuple) and len(args) == 3:
+            warm, _, cold = args
+            assert isinstance(warm, float) and isinstance(cold, float)
+            self.priors.append((warm, cold))
 
     def fits(self) -> list[list[dict[str, Any]]]:
         """The epochs of each fit since the last call (a fit starts at epoch 1)."""
@@ -131,7 +141,10 @@ def with_two_tower(
             update["enabled"] = True
         if trials is not None and name == "two_tower":
             # 0: no search, the configured values (a quick run).
-            update |= {"search_trials": trials} if trials else {"search": {}}
+            if trials:
+                update["search_trials"] = trials
+            else:
+                update["search"] = {}
         models[name] = spec.model_copy(update=update)
     for needed in ("two_tower", "ensemble", "als", "content"):
         if needed not in models:
@@ -321,6 +334,7 @@ def main() -> None:
         elapsed = time.perf_counter() - start
         # Search trials, the refit and fits on train for tuning hybrids and routes.
         fits = epochs.fits()
+        priors, epochs.priors = epochs.priors, []
         check_real(reports, protocol)
         assert fits and all(fits), f"{protocol}: two_tower trained no epoch"
         target = COLD_ITEMS_TARGET if protocol == "cold-items" else TARGET
@@ -332,6 +346,9 @@ def main() -> None:
             for name in ("two_tower", "ensemble", "router"):
                 if name in picked:
                     console.print(f"  chosen on valid — {name}: {picked[name]}")
+        if priors:
+            shown = ", ".join(f"{w:g} / {c:g}" for w, c in priors)
+            console.print(f"  two_tower popularity prior per fit (warm / cold users): {shown}")
         tower = next(r for r in reports if r.name == "two_tower")
         fit_s = tower.fit_seconds or float("nan")
         every = [e["seconds"] for f in fits for e in f]
@@ -351,6 +368,7 @@ def main() -> None:
             "models": {r.name: r.to_dict() for r in reports},
             "chosen": picked,
             "two_tower_fits": fits,
+            "two_tower_priors": priors,
             "seconds_per_epoch": per_epoch,
             "peak_rss_gb": peak_rss_gb(),
         }

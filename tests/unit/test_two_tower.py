@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import scipy.sparse as sp
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -26,6 +27,8 @@ from hybridrec.errors import DataError
 from hybridrec.evaluation.evaluator import Evaluator
 from hybridrec.models import Recommender, create_model
 from hybridrec.models.two_tower import (
+    _COLD_MAX,
+    _PRIOR_GRID,
     TwoTower,
     _earliest_order,
     _recency_order,
@@ -385,6 +388,182 @@ def test_round_trips_through_a_bundle_and_a_file(
         fold = loaded.recommend([99_999], 8, history=history)
         np.testing.assert_array_equal(fold.indices, want_fold.indices)
         np.testing.assert_allclose(fold.scores, want_fold.scores, atol=1e-5)
+
+
+# ---- the popularity prior ----------------------------------------------------------------
+
+PRIORED = {**FAST, "popularity_prior": 0.5, "cold_popularity_prior": 1.5}
+
+
+@pytest.fixture(scope="module")
+def priored(data: InteractionData) -> TwoTower:
+    """The fixture's model with fixed prior weights, behind an approximate (HNSW) index."""
+    fitted = create_model("two_tower", {**PRIORED, "index": "hnsw"}).fit(data)
+    assert isinstance(fitted, TwoTower) and fitted.index_ is not None
+    return fitted
+
+
+def exact(model: TwoTower) -> TwoTower:
+    """A copy of ``model`` that scores by exact products (no vector index)."""
+    twin = copy.copy(model)
+    twin.index_ = None
+    return twin
+
+
+def cosines(model: TwoTower, users: list[int]) -> np.ndarray:
+    idx = model.users_.index(users)
+    return model.user_vectors_[idx] @ model.item_vectors_.T
+
+
+def known(model: TwoTower, users: list[int]) -> np.ndarray:
+    """`_score` of known users (no new history)."""
+    idx = model.users_.index(users)
+    rows = model.user_items_[idx]
+    return model._score(idx, rows, np.zeros(idx.size, bool))
+
+
+AUTO = {"popularity_prior": "auto", "cold_popularity_prior": "auto"}
+
+
+def test_a_zero_prior_scores_the_plain_cosines(data: InteractionData, model: TwoTower) -> None:
+    off = model  # the default: off
+    assert off.popularity_prior_ == off.cold_popularity_prior_ == 0.0
+    # The prior is chosen after training: "auto" trains the same towers.
+    auto = create_model("two_tower", {**FAST, **AUTO}).fit(data)
+    assert isinstance(auto, TwoTower)
+    np.testing.assert_array_equal(auto.item_vectors_, off.item_vectors_)
+    users = [1, 2, 3, NEW_USERS[0]]  # warm users and one with no history (cold)
+    np.testing.assert_array_equal(known(off, users), cosines(off, users))
+    recs = off.recommend(users, 5)
+    want = cosines(off, users)
+    np.testing.assert_array_equal(recs.scores, np.take_along_axis(want, recs.indices, axis=1))
+
+
+def test_auto_chooses_grid_weights_on_the_holdout_and_scores_with_them(
+    data: InteractionData, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("INFO", logger="hybridrec.models.two_tower"):
+        tower = create_model("two_tower", {**FAST, **AUTO, "epochs": 3, "min_epochs": 1}).fit(data)
+    assert isinstance(tower, TwoTower)
+    assert tower.popularity_prior_ in _PRIOR_GRID and tower.cold_popularity_prior_ in _PRIOR_GRID
+    # Each weight is the best of its NDCG@10 row on the holdout (warm users, then cold).
+    # (A lone mapping argument of a log call becomes the record's args.)
+    tables = [r.args for r in caplog.records if isinstance(r.args, dict)]
+    assert len(tables) == 2 and all(list(t) == list(_PRIOR_GRID) for t in tables)
+    chosen = (tower.popularity_prior_, tower.cold_popularity_prior_)
+    for table, weight in zip(tables, chosen, strict=True):
+        assert table[weight] == max(table.values())
+    # Scores are the cosines plus temperature x weight x log popularity.
+    weight = tower.temperature_ * tower.popularity_prior_
+    want = cosines(tower, [1, 2]) + weight * tower.log_pop_
+    np.testing.assert_allclose(known(tower, [1, 2]), want, rtol=1e-6, atol=1e-6)
+    # Without a holdout "auto" means off.
+    blind = create_model("two_tower", {**FAST, **AUTO, "epochs": 1, "validation_users": 0})
+    blind = blind.fit(data)
+    assert isinstance(blind, TwoTower)
+    assert blind.popularity_prior_ == blind.cold_popularity_prior_ == 0.0
+
+
+def test_log_popularity_is_the_training_count_or_the_features_guess(priored: TwoTower) -> None:
+    counts = np.bincount(priored.user_items_.indices, minlength=len(priored.items_))
+    seen = counts > 0
+    np.testing.assert_allclose(priored.log_pop_[seen], np.log1p(counts[seen]), rtol=1e-5)
+    assert priored.temperature_ == pytest.approx(FAST.get("temperature", 0.15))
+
+
+def test_short_histories_get_the_cold_weight(priored: TwoTower) -> None:
+    model = exact(priored)
+    tau, pop = model.temperature_, model.log_pop_
+    # Known users with ten items: the warm weight; an attribute-only user: the cold one.
+    np.testing.assert_allclose(
+        known(model, [1, 2]), cosines(model, [1, 2]) + tau * 0.5 * pop, rtol=1e-6, atol=1e-6
+    )
+    uid = [NEW_USERS[0]]
+    np.testing.assert_allclose(
+        known(model, uid), cosines(model, uid) + tau * 1.5 * pop, rtol=1e-6, atol=1e-6
+    )
+    # Folded-in users: by the number of items their vector was built from.
+    space = [i for i in range(1000, 1000 + N_ITEMS) if (i - 1000) % CLUSTERS == 0]
+    for n, weight in ((_COLD_MAX, 1.5), (_COLD_MAX + 1, 0.5)):
+        items = model.items_.index(space[:n])
+        history = sp.csr_matrix(
+            (np.ones(n, np.float32), (np.zeros(n), items)), shape=(1, len(model.items_))
+        )
+        users = np.asarray([-1])
+        vector, built_from = model._fold_in(users, history)
+        assert built_from.tolist() == [n]
+        got = model._score(users, history, np.ones(1, bool))
+        np.testing.assert_allclose(
+            got, vector @ model.item_vectors_.T + tau * weight * pop, rtol=1e-6, atol=1e-6
+        )
+
+
+def test_the_approximate_index_ranks_as_exact_search_with_the_prior(
+    priored: TwoTower,
+) -> None:
+    # Two more columns: the log popularity, and one that gives every row the same norm
+    # (a graph index over inner products needs that).
+    assert priored.index_.dim == priored.item_vectors_.shape[1] + 2
+    norms = np.linalg.norm(priored._index_vectors(), axis=1)
+    np.testing.assert_allclose(norms, norms[0], rtol=1e-5)
+    assert priored.ann_recall("hnsw", 20) >= 0.98
+    plain = exact(priored)
+    users = [u for u in priored.users_.to_list() if u < 5000][:100] + NEW_USERS[:10]
+    history = {90_000: [1000, 1003, 1006], 90_001: list(range(1001, 1031, 3))}
+    asks = [(users, None), (list(history), history)]
+    for ids, hist in asks:
+        found = priored.recommend(ids, 10, history=hist)
+        got, want = found.indices, plain.recommend(ids, 10, history=hist).indices
+        overlap = np.mean([np.intersect1d(g, w).size / 10 for g, w in zip(got, want, strict=True)])
+        assert overlap >= 0.95, overlap
+        # The index's inner products are the exact scores, prior included.
+        scores = plain.recommend(ids, len(plain.items_), history=hist)
+        for g, s, row, vals in zip(got, found.scores, scores.indices, scores.scores, strict=True):
+            exact_of = dict(zip(row.tolist(), vals.tolist(), strict=True))
+            np.testing.assert_allclose(s, [exact_of[i] for i in g.tolist()], atol=1e-4)
+    # Item-item similarity stays the plain cosine, through the same augmented index.
+    sims = priored.similar_items([1000, 1001], 10).indices
+    want = exact(priored).similar_items([1000, 1001], 10).indices
+    assert np.mean([np.intersect1d(a, b).size / 10 for a, b in zip(sims, want, strict=True)]) >= 0.9
+    direct = priored.item_vectors_[priored.items_.index([1000])] @ priored.item_vectors_.T
+    top = np.argsort(-direct[0])[1:6]
+    assert np.intersect1d(top, sims[0][:5]).size >= 4
+
+
+def test_the_prior_survives_save_and_load(priored: TwoTower, tmp_path: Path) -> None:
+    loaded = Recommender.load(priored.save(tmp_path / "priored.joblib"))
+    assert isinstance(loaded, TwoTower)
+    assert (loaded.popularity_prior_, loaded.cold_popularity_prior_) == (0.5, 1.5)
+    assert loaded.temperature_ == priored.temperature_
+    np.testing.assert_array_equal(loaded.log_pop_, priored.log_pop_)
+    users = [1, 2, NEW_USERS[0]]
+    np.testing.assert_allclose(known(loaded, users), known(priored, users), atol=1e-6)
+    # A bundle from before the prior (no such keys): off, its scores the cosines.
+    state = priored.export_state()
+    for key in ("log_pop", "popularity_prior", "cold_popularity_prior", "temperature"):
+        del state["state"][key]
+    old = Recommender.from_state(state, priored.users_, priored.items_, priored.user_items_)
+    assert isinstance(old, TwoTower)
+    assert old.popularity_prior_ == old.cold_popularity_prior_ == 0.0
+    np.testing.assert_allclose(known(exact(old), users), cosines(old, users), atol=1e-6)
+
+
+def test_new_items_get_the_popularity_their_features_predict(priored: TwoTower) -> None:
+    model = copy.deepcopy(priored)
+    twin = pl.DataFrame(
+        {"item_id": [2500], "title": ["Space film new"], "categories": [["Space"]], "year": [2020]}
+    )
+    assert model.add_items(twin) == 1
+    row = model.items_.index([2500])[0]
+    counts = np.bincount(priored.user_items_.indices, minlength=len(priored.items_))
+    low, high = np.log1p(counts[counts > 0]).min(), np.log1p(counts[counts > 0]).max()
+    assert low - 1e-4 <= model.log_pop_[row] <= high + 1e-4
+    assert model.index_.dim == model.item_vectors_.shape[1] + 2 and len(model.index_) == 61
+    scores = exact(model)._score(np.asarray([0]), model.user_items_[[0]], np.zeros(1, bool))
+    want = model.user_vectors_[0] @ model.item_vectors_[row] + (
+        model.temperature_ * 0.5 * model.log_pop_[row]
+    )
+    assert scores[0, row] == pytest.approx(want, abs=1e-5)
 
 
 STRATEGY = ("--strategy", "two_tower")
