@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -528,6 +529,28 @@ def test_the_approximate_index_ranks_as_exact_search_with_the_prior(
     direct = priored.item_vectors_[priored.items_.index([1000])] @ priored.item_vectors_.T
     top = np.argsort(-direct[0])[1:6]
     assert np.intersect1d(top, sims[0][:5]).size >= 4
+
+
+def test_a_saved_index_loads_as_built_not_trained_or_calibrated_again(
+    priored: TwoTower, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hybridrec.index.faiss_index import VectorIndex
+
+    users = [1, 2, 3]
+    want = priored.recommend(users, 8)
+    path = priored.save(tmp_path / "indexed.joblib")
+
+    def refuse(*_: Any, **__: Any) -> None:
+        raise AssertionError("the index was built again at load")
+
+    monkeypatch.setattr(VectorIndex, "build", classmethod(refuse))
+    monkeypatch.setattr(VectorIndex, "calibrate", refuse)
+    loaded = Recommender.load(path)
+    assert isinstance(loaded, TwoTower) and loaded.index_ is not None
+    assert loaded.index_.kind == "hnsw" and loaded.index_.params == priored.index_.params
+    got = loaded.recommend(users, 8)
+    np.testing.assert_array_equal(got.indices, want.indices)
+    np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
 
 
 def test_the_prior_survives_save_and_load(priored: TwoTower, tmp_path: Path) -> None:

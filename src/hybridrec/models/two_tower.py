@@ -1654,6 +1654,10 @@ class TwoTower(Recommender):
             "popularity_prior": self.popularity_prior_,
             "cold_popularity_prior": self.cold_popularity_prior_,
             "temperature": self.temperature_,
+            # The approximate index as built and calibrated (FAISS's bytes): loading neither
+            # trains nor calibrates it again.
+            "index": None if self.index_ is None else self.index_.to_array(),
+            "index_params": None if self.index_ is None else self.index_.params_dict(),
             # The vectors are only valid against the vocabularies they were built on.
             "item_ids": None if self.items_ is None else self.items_.ids,
             "user_ids": None if self.users_ is None else self.users_.ids,
@@ -1702,7 +1706,13 @@ class TwoTower(Recommender):
         self.cold_popularity_prior_ = float(state.get("cold_popularity_prior", 0.0))
         self.temperature_ = float(state.get("temperature", self.config.temperature))
         self.net_ = None
-        self._build_index()
+        index = state.get("index")
+        if index is None:
+            self._build_index()  # no index (exact search), or a bundle from before it was saved
+        else:
+            from hybridrec.index.faiss_index import IndexParams, VectorIndex
+
+            self.index_ = VectorIndex.from_array(index, IndexParams(**state["index_params"]))
 
 
 # ---- helpers ------------------------------------------------------------------------------
