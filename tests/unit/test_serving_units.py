@@ -375,3 +375,31 @@ def test_query_model_is_documented_as_query_parameters() -> None:
     # The enum is inlined (no dangling $ref into the model's own definitions).
     assert "$ref" not in str(params["strategy"]["schema"])
     assert "als" in str(params["strategy"]["schema"])
+
+
+def test_metrics_dirs_of_gone_servers_are_removed_at_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed server (SIGKILL) leaves its Prometheus directory; the next start removes it."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from hybridrec.serving import cli as serving_cli
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead = tmp_path / f"hybridrec-metrics-{gone.stdout.strip()}-abc"
+    alive = tmp_path / f"hybridrec-metrics-{os.getppid()}-def"
+    other = tmp_path / "hybridrec-metrics-notapid"
+    for d in (dead, alive, other):
+        d.mkdir()
+    made = Path(serving_cli._metrics_dir())
+    assert made.is_dir() and made.name.startswith(f"hybridrec-metrics-{os.getpid()}-")
+    assert not dead.exists() and alive.is_dir() and other.is_dir()

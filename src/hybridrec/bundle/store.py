@@ -34,7 +34,7 @@ from typing import Any
 from hybridrec.bundle.safety import bundle_key, sign
 from hybridrec.errors import DataError, StoreConflictError
 
-__all__ = ["ModelStore"]
+__all__ = ["ModelStore", "pid_alive"]
 
 _CURRENT = "current"
 _HISTORY = "history.json"
@@ -305,12 +305,13 @@ class ModelStore:
         """Remove half-written versions whose writer process no longer runs."""
         for p in self.root.glob(f"{_TMP_PREFIX}*"):
             pid = p.name[len(_TMP_PREFIX) :].split("-", 1)[0]
-            if pid.isdigit() and _alive(int(pid)):
+            if pid.isdigit() and pid_alive(int(pid)):
                 continue
             shutil.rmtree(p, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (one of another user counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

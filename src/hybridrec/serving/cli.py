@@ -174,7 +174,7 @@ def _serve(  # noqa: PLR0917 - the options of serve_command
         store.dispose()
     prom_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        prom_dir = tempfile.mkdtemp(prefix="hybridrec-metrics-")
+        prom_dir = _metrics_dir()
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir
     retrainer = _start_retraining(model_dir, retrain_every) if retrain_every else None
     try:
@@ -193,6 +193,26 @@ def _serve(  # noqa: PLR0917 - the options of serve_command
             _stop_retraining(retrainer)
         if prom_dir is not None:
             shutil.rmtree(prom_dir, ignore_errors=True)
+
+
+#: Prefix of the Prometheus multiprocess directories of ``serve --workers N`` (then the pid).
+_METRICS_PREFIX = "hybridrec-metrics-"
+
+
+def _metrics_dir() -> str:
+    """A fresh Prometheus multiprocess directory, named after this process.
+
+    Those of servers that are gone go first: a server stopped cleanly (Ctrl-C, SIGTERM)
+    removes its own, but one killed (SIGKILL, the OOM killer) cannot, and the next start
+    removes what it left.
+    """
+    from hybridrec.bundle.store import pid_alive
+
+    for old in Path(tempfile.gettempdir()).glob(f"{_METRICS_PREFIX}*-*"):
+        pid = old.name[len(_METRICS_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{_METRICS_PREFIX}{os.getpid()}-")
 
 
 def _check_retraining(every: str, version: str | None, sync_seconds: float) -> None:
