@@ -685,11 +685,11 @@ class Bundle:
 
         Precomputed top-N answers the users it holds, asked with the defaults (seen items
         excluded, no filters, no new history) for ``k`` up to N; every other user, and every
-        other call, goes to the model. Until the model is built, a factor model's known
-        users asked with those defaults are answered from its stored factors
-        (`Recommender.dot_state`: the model's own scores and ranking, to the bit), hashing
-        only the rows they read: a first answer needs neither the model's code nor its
-        libraries.
+        other call, goes to the model. Until the model is built, known users asked with
+        those defaults are answered from the model's own stored ranking, or a factor
+        model's stored vectors (`Recommender.dot_state`), as the model answers them (to the
+        bit), hashing only the rows they read: a first answer needs neither the model's code
+        nor its libraries.
         """
         check_k(k)
         name = model or self.default_model
@@ -699,7 +699,7 @@ class Bundle:
             ids = users.coerce(np.asarray(user_ids).ravel())
             idx = users.index(ids, missing="mask")
             if (idx >= 0).all():
-                out_idx, out_val, held = self._stored(name, idx, k)
+                out_idx, out_val, held = self._stored(name, idx, k, len(items))
                 if not held.any():
                     return self.model(name).recommend(ids, k, exclude_seen=True)
                 if not held.all():
@@ -713,7 +713,7 @@ class Bundle:
         )
 
     def _stored(
-        self, name: str, idx: NDArray[np.int64], k: int
+        self, name: str, idx: NDArray[np.int64], k: int, n_items: int
     ) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.bool_]]:
         """Answers for known users ``idx`` from stored rows or factors; ``held``: answered.
 
@@ -731,7 +731,7 @@ class Bundle:
             held = np.zeros(idx.size, bool)
         rest = np.flatnonzero(~held)
         if rest.size and name not in self._models:
-            got = self._model_rows(name, idx[rest], k)
+            got = self._model_rows(name, idx[rest], k, n_items)
             if got is not None:
                 width = got[0].shape[1]
                 out_idx, out_val = out_idx[:, :width], out_val[:, :width]
@@ -740,7 +740,7 @@ class Bundle:
         return out_idx, out_val, held
 
     def _model_rows(
-        self, name: str, idx: NDArray[np.int64], k: int
+        self, name: str, idx: NDArray[np.int64], k: int, n_items: int
     ) -> tuple[NDArray[np.int64], NDArray[np.float32]] | None:
         """Model ``name``'s answer to known users ``idx`` from its stored arrays, or None.
 
@@ -755,7 +755,6 @@ class Bundle:
             if idx.max() >= table.shape[0]:
                 return None
             self._check(part, ([table[u : u + 1] for u in idx], [scores[u : u + 1] for u in idx]))
-            n_items = len(self._vocabs(name)[1])
             return ranked_rows(table[idx], scores[idx], k, n_items)
         factors = self._factor_rows(name, idx)
         return None if factors is None else dot_topk(*factors, k)
@@ -781,18 +780,13 @@ class Bundle:
         ) or idx.size > max(1, topk.BLOCK_CELLS // max(item_vecs.shape[0], 1)):
             return None
         indptr, indices = seen.indptr, seen.indices
-        bounds = [(int(indptr[u]), int(indptr[u + 1])) for u in idx]
-        # Hash-check what the answer reads (its rows, the item vectors) before reading it.
-        self._check(
-            part,
-            (
-                [user_vecs[u : u + 1] for u in idx],
-                item_vecs,
-                [indptr[u : u + 2] for u in idx],
-                [indices[a:b] for a, b in bounds],
-            ),
-        )
-        return user_vecs[idx], item_vecs, [indices[a:b] for a, b in bounds]
+        # Hash-check what the answer reads before reading it: the users' rows, the item
+        # vectors and the seen items' bounds first, then the seen items those bounds name.
+        rows = [user_vecs[u : u + 1] for u in idx]
+        self._check(part, (rows, item_vecs, [indptr[u : u + 2] for u in idx]))
+        seen_items = [indices[int(indptr[u]) : int(indptr[u + 1])] for u in idx]
+        self._check(part, seen_items)
+        return user_vecs[idx], item_vecs, seen_items
 
     def summary(self) -> dict[str, Any]:
         """Counts per model (users, items, factors) and the version's identity."""
