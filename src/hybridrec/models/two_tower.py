@@ -1197,22 +1197,30 @@ class TwoTower(Recommender):
     ) -> float:
         """NDCG@10 (the project's metric) of the held-out interactions, training items excluded."""
         net.eval()
-        val_users, val_items = held
-        users, row = np.unique(val_users, return_inverse=True)
+        users, relevant = _held_matrix(held, train.shape[1])
         vectors = self._item_vectors_of(net, f, np.arange(train.shape[1]))
         hist = _windows(order, users, self.config.history_length)
-        device = str(f["ids"].device)
-        queries = self._users_from_windows(net, users, hist, vectors, device)
-        scores = queries @ vectors.T
-        seen = train[users]
+        scores = self._holdout_cosines(
+            net, f, seen=train[users], users=users, hist=hist, vectors=vectors
+        )
+        return _ndcg10(scores, relevant)
+
+    def _holdout_cosines(
+        self,
+        net: Any,
+        f: dict[str, Any],
+        *,
+        seen: sp.csr_matrix,
+        users: NDArray[np.int64],
+        hist: NDArray[np.int64],
+        vectors: NDArray[np.float32],
+    ) -> NDArray[np.float32]:
+        """Cosines of ``users`` (their vectors from ``hist``) with every item; ``seen`` -inf."""
+        queries = self._users_from_windows(net, users, hist, vectors, str(f["ids"].device))
+        scores: NDArray[np.float32] = queries @ vectors.T
         rows = np.repeat(np.arange(users.size), np.diff(seen.indptr))
         scores[rows, seen.indices] = -np.inf
-        top, _ = topk_rows(scores, 10)
-        relevant = sp.csr_matrix(
-            (np.ones(val_users.size, np.float32), (row, val_items)), shape=scores.shape
-        )
-        hits = hits_matrix(top, relevant)
-        return float(ndcg_at_k(hits, np.bincount(row, minlength=users.size)).mean())
+        return scores
 
     def _choose_priors(
         self,
@@ -1237,34 +1245,26 @@ class TwoTower(Recommender):
         c = self.config
         self.temperature_ = float(net.tau())
         warm, cold = c.popularity_prior, c.cold_popularity_prior
-        val_users, val_items = held
-        if "auto" in (warm, cold) and val_users.size:
+        if "auto" in (warm, cold) and held[0].size:
             net.eval()
-            users, row = np.unique(val_users, return_inverse=True)
             n_items = train.shape[1]
+            users, relevant = _held_matrix(held, n_items)
             counts = np.bincount(train.indices, minlength=n_items)
             log_pop = np.log1p(counts).astype(np.float32)
             unseen = np.flatnonzero(counts == 0)
             log_pop[unseen] = self._predicted_log_pop(unseen)
             vectors = self._item_vectors_of(net, f, np.arange(n_items))
-            relevant = sp.csr_matrix(
-                (np.ones(val_users.size, np.float32), (row, val_items)), shape=(users.size, n_items)
-            )
             seen = train[users]
-            device = str(f["ids"].device)
 
             def best(hist: NDArray[np.int64], rows: NDArray[np.bool_]) -> float:
-                queries = self._users_from_windows(net, users[rows], hist[rows], vectors, device)
-                cos = queries @ vectors.T
-                mine = seen[rows]
-                at = np.repeat(np.arange(cos.shape[0]), np.diff(mine.indptr))
-                cos[at, mine.indices] = -np.inf
+                cos = self._holdout_cosines(
+                    net, f, seen=seen[rows], users=users[rows], hist=hist[rows], vectors=vectors
+                )
                 target = relevant[rows]
-                n_rel = np.diff(target.indptr)
-                found = []
-                for beta in _PRIOR_GRID:
-                    top, _ = topk_rows(cos + (self.temperature_ * beta) * log_pop, 10)
-                    found.append(float(ndcg_at_k(hits_matrix(top, target), n_rel).mean()))
+                found = [
+                    _ndcg10(cos + (self.temperature_ * beta) * log_pop, target)
+                    for beta in _PRIOR_GRID
+                ]
                 log.info(
                     "two_tower popularity prior, NDCG@10 on the holdout per weight: %s",
                     dict(zip(_PRIOR_GRID, np.round(found, 4).tolist(), strict=True)),
@@ -1942,6 +1942,22 @@ def _shuffled(hist: NDArray[np.int64], rng: np.random.Generator) -> NDArray[np.i
     """Each row's items in a random order (padding last)."""
     keys = np.where(hist >= 0, rng.random(hist.shape), 2.0)
     return np.take_along_axis(hist, np.argsort(keys, axis=1, kind="stable"), axis=1)
+
+
+def _held_matrix(
+    held: tuple[NDArray[np.int64], NDArray[np.int64]], n_items: int
+) -> tuple[NDArray[np.int64], sp.csr_matrix]:
+    """The holdout's users (sorted) and their held-out items as a users x items matrix."""
+    val_users, val_items = held
+    users, row = np.unique(val_users, return_inverse=True)
+    ones = np.ones(val_users.size, np.float32)
+    return users, sp.csr_matrix((ones, (row, val_items)), shape=(users.size, n_items))
+
+
+def _ndcg10(scores: NDArray[np.float32], relevant: sp.csr_matrix) -> float:
+    """Mean NDCG@10 (the project's metric) of ``scores`` against ``relevant`` (row-aligned)."""
+    top, _ = topk_rows(scores, 10)
+    return float(ndcg_at_k(hits_matrix(top, relevant), np.diff(relevant.indptr)).mean())
 
 
 def _length_column(lengths: NDArray[np.int64], longest: int) -> NDArray[np.float32]:
