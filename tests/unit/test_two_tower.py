@@ -33,6 +33,7 @@ from hybridrec.models.two_tower import (
     TwoTower,
     _earliest_order,
     _recency_order,
+    _time_columns,
     _training_windows,
 )
 from hybridrec.serving.app import create_app
@@ -288,6 +289,65 @@ def test_the_user_tower_sees_the_history_length(model: TwoTower) -> None:
         model._net(), np.asarray([-1, -1]), hist, model.item_vectors_
     )
     assert np.linalg.norm(vectors[0] - vectors[1]) > 1e-3
+
+
+def test_time_columns_are_hat_functions_on_evenly_spaced_knots() -> None:
+    cols = _time_columns(np.asarray([0.0, 0.5, 1.0, 0.25, -3.0, 7.0]), 5)
+    assert cols.shape == (6, 5)
+    np.testing.assert_allclose(cols.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(cols[0], [1, 0, 0, 0, 0])
+    np.testing.assert_allclose(cols[1], [0, 0, 1, 0, 0])
+    np.testing.assert_allclose(cols[3], [0, 1, 0, 0, 0])
+    # Outside the training range: clipped to the first / last knot.
+    np.testing.assert_allclose(cols[4], cols[0])
+    np.testing.assert_allclose(cols[5], [0, 0, 0, 0, 1])
+    np.testing.assert_allclose(_time_columns(np.asarray([0.125]), 5)[0], [0.5, 0.5, 0, 0, 0])
+
+
+def two_eras() -> pl.DataFrame:
+    """Users 1-100 came in 2000 and took items 0-29; users 101-200 came in 2020, 30-59."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for u in range(1, 201):
+        late = u > 100
+        start = 1_577_836_800 if late else 946_684_800
+        for n, i in enumerate(rng.choice(30, size=8, replace=False) + (30 if late else 0)):
+            rows.append((u, int(i), 1.0, start + int(rng.integers(0, 86_400)) + n))
+    return pl.DataFrame(
+        rows, schema=["user_id", "item_id", "weight", "timestamp"], orient="row"
+    ).with_columns(pl.lit("interaction").alias("event_type"))
+
+
+def test_the_time_input_answers_a_newcomer_with_what_is_wanted_now(tmp_path: Path) -> None:
+    df = two_eras()
+    data = InteractionData.from_frame(df)
+    params = {**FAST, "time_knots": 4, "history_dropout": 0.5}
+    tower = create_model("two_tower", params).fit(data)
+    assert isinstance(tower, TwoTower) and tower.arch_["time_knots"] == 4
+    assert tower.user_time_ is not None
+    early, late = tower.users_.index([1, 150])
+    assert tower.user_time_[early] < 0.01 and tower.user_time_[late] > 0.99
+    # With no history items, only the time tells two users apart: each era's items.
+    empty = np.full((2, 4), -1, np.int64)
+    for m in (tower, Recommender.load(tower.save(tmp_path / "tt.joblib"))):
+        assert isinstance(m, TwoTower)
+        vectors = m._users_from_windows(m._net(), np.asarray([early, late]), empty, m.item_vectors_)
+        top = np.argsort(-(vectors @ m.item_vectors_.T), axis=1)[:, :10]
+        assert (m.items_.ids[top[0]] < 30).sum() >= 8, m.items_.ids[top[0]]
+        assert (m.items_.ids[top[1]] >= 30).sum() >= 8, m.items_.ids[top[1]]
+        # A newcomer without history or attributes is at the latest training time.
+        got = m.with_visitors(pl.DataFrame({"user_id": [99_999]})).recommend([99_999], 10)
+        assert (got.indices >= 0).all()
+        assert (m.items_.ids[got.indices[0]] >= 30).sum() >= 8
+    # Without timestamps the input is off (nothing to encode), and the model still fits.
+    untimed = InteractionData.from_frame(df.with_columns(pl.lit(None).alias("timestamp")))
+    off = create_model("two_tower", {**params, "epochs": 1, "min_epochs": 1}).fit(untimed)
+    assert isinstance(off, TwoTower) and off.arch_["time_knots"] == 0 and off.user_time_ is None
+
+
+def test_time_knots_of_one_are_refused() -> None:
+    with pytest.raises(ValueError, match="time_knots"):
+        TwoTower.Config(time_knots=1)
 
 
 def test_cut_training_rows_keep_zero_to_four_items() -> None:

@@ -181,6 +181,12 @@ class TwoTowerConfig(ModelConfig):
     #: Share of history items dropped at random from each training row (a denoising
     #: regularizer: without it the towers overfit small data within a few epochs).
     history_item_dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
+    #: The user's time as a user-tower input: the time of their latest training interaction,
+    #: encoded over this many evenly spaced knots between the first and the last training
+    #: time (hat functions; 0: off). What a user picks depends on when they came (what was
+    #: new and popular then); a user without a time (new, a visitor) is at the latest
+    #: training time: what is wanted now. Off without timestamps.
+    time_knots: int = Field(default=0, ge=0)
     #: Passes over the training interactions (fewer when early stopping ends training).
     epochs: int = Field(default=16, gt=0)
     #: Interactions per batch (the in-batch negatives of each other); smaller on small
@@ -234,6 +240,13 @@ class TwoTowerConfig(ModelConfig):
     #: The same for users with 0-4 history items (cold users lean on popularity more);
     #: ``auto`` chooses it on the holdout users' histories cut to their first 1-4 items.
     cold_popularity_prior: Annotated[float, Field(ge=0)] | Literal["auto"] = 0.0
+
+    @field_validator("time_knots")
+    @classmethod
+    def _knots(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("time_knots must be 0 (off) or at least 2 (got 1)")
+        return value
 
     @field_validator("tower_dims")
     @classmethod
@@ -663,6 +676,7 @@ class TwoTower(Recommender):
             logits of users with more than 4 and with 0-4 history items (chosen on the
             holdout under ``"auto"``).
         temperature_: The temperature the logits divide the cosines by.
+        user_time_: Per user, the latest training time in [0, 1] (``time_knots``; None off).
     """
 
     name = "two_tower"
@@ -681,6 +695,7 @@ class TwoTower(Recommender):
         self.popularity_prior_ = 0.0
         self.cold_popularity_prior_ = 0.0
         self.temperature_ = 1.0
+        self.user_time_: NDArray[np.float32] | None = None
 
     @classmethod
     def footprint(cls, config: ModelConfig, shape: DataShape) -> Footprint:
@@ -718,6 +733,7 @@ class TwoTower(Recommender):
             data.users_table, c.user_categorical, c.user_numeric, c.max_categories
         )
         self.user_tokens_, self.user_numeric_ = self._encode_users(data.users_table, users)
+        self.user_time_ = _user_times(data) if c.time_knots else None
         trained = np.flatnonzero(np.diff(data.matrix.indptr) > 0)
         self.user_codes_ = np.zeros(n_users, np.int64)
         if c.user_id_embedding:
@@ -739,8 +755,11 @@ class TwoTower(Recommender):
             "n_user_ids": int(self.user_codes_.max()),
             "n_user_tokens": int(self.user_side_.vocab.size),
             # One more numeric input: the history length (`_length_column`).
-            "n_user_numeric": int(self.user_numeric_.shape[1]) + 1,
+            "n_user_numeric": int(self.user_numeric_.shape[1])
+            + 1
+            + (c.time_knots if self.user_time_ is not None else 0),
             "length_input": True,
+            "time_knots": c.time_knots if self.user_time_ is not None else 0,
         }
         order = _recency_order(data)
         first = _earliest_order(data, order)
@@ -1139,6 +1158,11 @@ class TwoTower(Recommender):
         numeric = np.where((users < 0)[:, None], 0.0, self.user_numeric_[safe])
         if self.arch_.get("length_input", False):
             numeric = np.hstack([numeric, _length_column(lengths, self.config.history_length)])
+        if knots := int(self.arch_.get("time_knots", 0)):
+            assert self.user_time_ is not None
+            # Unknown users (and visitors) are at the latest training time: now.
+            times = np.where(users < 0, 1.0, self.user_time_[safe])
+            numeric = np.hstack([numeric, _time_columns(times, knots)])
 
         def t(a: NDArray[Any], kind: Any) -> Any:
             return torch.as_tensor(a, dtype=kind, device=device)
@@ -1554,6 +1578,10 @@ class TwoTower(Recommender):
         self.user_codes_ = _stack_rows(
             self.user_codes_, np.zeros(len(new_vocab), np.int64), old_pos, new_pos
         )
+        if self.user_time_ is not None:
+            # No history yet: at the latest training time, as a visitor.
+            now = np.ones(len(new_vocab), np.float32)
+            self.user_time_ = _stack_rows(self.user_time_, now, old_pos, new_pos)
         self.users_ = vocab
         self.user_items_ = _remap_rows(user_items, old_pos, len(vocab))
         # New users have no history; old users keep their order (the map is monotone).
@@ -1616,6 +1644,8 @@ class TwoTower(Recommender):
         n = len(vocab)
         view.user_tokens_, view.user_numeric_ = self._encode_users(table, vocab)
         view.user_codes_ = np.zeros(n, np.int64)
+        if self.user_time_ is not None:
+            view.user_time_ = np.ones(n, np.float32)
         view.users_ = vocab
         view.user_items_ = sp.csr_matrix((n, len(items)), dtype=np.float32)
         view.recent_indptr_ = np.zeros(n + 1, np.int64)
@@ -1644,6 +1674,7 @@ class TwoTower(Recommender):
             "user_codes": self.user_codes_,
             "user_tokens": self.user_tokens_,
             "user_numeric": self.user_numeric_,
+            "user_time": self.user_time_,
             "recent_indptr": self.recent_indptr_,
             "recent_items": self.recent_items_,
             "item_vectors": self.item_vectors_,
@@ -1697,6 +1728,8 @@ class TwoTower(Recommender):
             "user_vectors",
         ):
             setattr(self, f"{key}_", state[key])
+        # Bundles from before the time input: none (their arch has no time knots).
+        self.user_time_ = state.get("user_time")
         self.train_log_ = list(state["train_log"])
         self.best_epoch_ = int(state["best_epoch"])
         # Bundles from before the popularity prior: off (their scores are the cosines).
@@ -1969,6 +2002,37 @@ def _length_column(lengths: NDArray[np.int64], longest: int) -> NDArray[np.float
     """
     scaled = np.log1p(np.asarray(lengths, np.float64)) / math.log1p(max(longest, 1))
     return scaled[:, None].astype(np.float32)
+
+
+def _user_times(data: InteractionData) -> NDArray[np.float32] | None:
+    """Each user's latest training time in [0, 1] of the data's time range (None: no times).
+
+    Users without a time (no interactions, or timestamps missing) are at 1, the latest.
+    """
+    ts = data.timestamps
+    if ts is None:
+        return None
+    t = sp.csr_matrix(ts)
+    if t.nnz == 0:
+        return None
+    values = t.data.astype(np.float64)
+    low, high = float(values.min()), float(values.max())
+    out = np.ones(t.shape[0], np.float32)
+    rows = np.flatnonzero(np.diff(t.indptr) > 0)
+    if high > low and rows.size:
+        latest = np.maximum.reduceat(values, t.indptr[rows])
+        out[rows] = ((latest - low) / (high - low)).astype(np.float32)
+    return out
+
+
+def _time_columns(times: NDArray[Any], knots: int) -> NDArray[np.float32]:
+    """Times in [0, 1] as ``knots`` hat functions on evenly spaced knots (rows sum to 1).
+
+    A piecewise-linear code: the tower can tell eras apart (what was popular when the user
+    came) without having to carve them out of one scalar.
+    """
+    pos = np.clip(np.asarray(times, np.float64), 0.0, 1.0)[:, None] * (knots - 1)
+    return np.maximum(0.0, 1.0 - np.abs(pos - np.arange(knots)[None, :])).astype(np.float32)
 
 
 def _holdout(
