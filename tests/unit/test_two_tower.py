@@ -339,6 +339,11 @@ def test_the_time_input_answers_a_newcomer_with_what_is_wanted_now(tmp_path: Pat
         got = m.with_visitors(pl.DataFrame({"user_id": [99_999]})).recommend([99_999], 10)
         assert (got.indices >= 0).all()
         assert (m.items_.ids[got.indices[0]] >= 30).sum() >= 8
+        # A user added without retraining is there too, and old users keep their time.
+        assert m.add_users(pl.DataFrame({"user_id": [77_777]})) == 1
+        got = m.recommend([77_777, 1], 10)
+        assert (m.items_.ids[got.indices[0]] >= 30).sum() >= 8
+        assert m.user_time_ is not None and m.user_time_[m.users_.index([1])[0]] < 0.01
     # Without timestamps the input is off (nothing to encode), and the model still fits.
     untimed = InteractionData.from_frame(df.with_columns(pl.lit(None).alias("timestamp")))
     off = create_model("two_tower", {**params, "epochs": 1, "min_epochs": 1}).fit(untimed)
