@@ -65,7 +65,8 @@ class RankerConfig(ModelConfig):
     """Hyperparameters of `Ranker`."""
 
     #: Retriever pipeline name → how many candidates it proposes per user. Retrievers the
-    #: pipeline lacks are left out (with a line saying so), not fitted with defaults.
+    #: pipeline lacks are left out (with a line saying so), not fitted with defaults. A
+    #: composed one (the hybrid) proposes its blend and gives its blended score as features.
     retrievers: dict[str, int] = Field(
         default_factory=lambda: {
             "als": 100,
@@ -73,6 +74,7 @@ class RankerConfig(ModelConfig):
             "itemknn": 100,
             "content": 100,
             "two_tower": 100,
+            "hybrid": 100,
             "popularity": 50,
         }
     )
