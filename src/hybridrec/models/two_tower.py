@@ -734,6 +734,7 @@ class TwoTower(Recommender):
         )
         self.user_tokens_, self.user_numeric_ = self._encode_users(data.users_table, users)
         self.user_time_ = _user_times(data) if c.time_knots else None
+        knots = c.time_knots if self.user_time_ is not None else 0  # off without times
         trained = np.flatnonzero(np.diff(data.matrix.indptr) > 0)
         self.user_codes_ = np.zeros(n_users, np.int64)
         if c.user_id_embedding:
@@ -754,12 +755,10 @@ class TwoTower(Recommender):
             "text": int(self.item_text_.shape[1]),
             "n_user_ids": int(self.user_codes_.max()),
             "n_user_tokens": int(self.user_side_.vocab.size),
-            # One more numeric input: the history length (`_length_column`).
-            "n_user_numeric": int(self.user_numeric_.shape[1])
-            + 1
-            + (c.time_knots if self.user_time_ is not None else 0),
+            # More numeric inputs: the history length (`_length_column`), the time knots.
+            "n_user_numeric": int(self.user_numeric_.shape[1]) + 1 + knots,
             "length_input": True,
-            "time_knots": c.time_knots if self.user_time_ is not None else 0,
+            "time_knots": knots,
         }
         order = _recency_order(data)
         first = _earliest_order(data, order)
