@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lightgbm as lgb
 import numpy as np
 import polars as pl
 import pytest
@@ -12,8 +13,9 @@ from hybridrec.data.dataset import InteractionData
 from hybridrec.data.split import temporal_split
 from hybridrec.data.synthetic import planted_clusters
 from hybridrec.data.vocab import Vocab
-from hybridrec.models import create_model
+from hybridrec.models import Recommender, create_model
 from hybridrec.pipeline.train import runnable_models
+from hybridrec.ranking import Ranker
 from hybridrec.ranking.features import (
     DAY,
     FeatureTables,
@@ -148,7 +150,7 @@ def timed_data() -> InteractionData:
 def test_chunk_size_changes_memory_not_the_model(timed_data):
     small = create_model("ranker", _ranker_params(chunk_size=7)).fit(timed_data)
     whole = create_model("ranker", _ranker_params(chunk_size=100_000)).fit(timed_data)
-    assert small.model_text_ == whole.model_text_
+    assert small.model_texts_ == whole.model_texts_
     users = timed_data.users.to_list()[:30]
     a, b = small.recommend(users, 10), whole.recommend(users, 10)
     np.testing.assert_array_equal(a.indices, b.indices)
@@ -196,3 +198,30 @@ def test_pipeline_drops_absent_retrievers_and_follows_the_split():
         }
     )
     assert "ranked" not in runnable_models(only_off, None)
+
+
+def test_the_boosters_are_averaged_and_a_one_booster_bundle_loads(timed_data, tmp_path):
+    ranker = create_model("ranker", _ranker_params(boosters=3)).fit(timed_data)
+    assert len(ranker.model_texts_) == len(ranker.info_["rounds"]) == 3
+    assert len(set(ranker.model_texts_)) == 3  # each its own held-out users and seed
+    assert sum(ranker.feature_importance().values()) == pytest.approx(1.0, abs=1e-4)
+    users = timed_data.users.index(timed_data.users.to_list()[:20])
+    hist = timed_data.matrix[users].astype(np.float32)
+    fold = np.zeros(users.size, bool)
+    cands, x, _ = ranker._candidate_features(users, hist, fold, exclude_seen=True)
+    _, scores = ranker._ranked(users, hist, fold, exclude_seen=True)
+    each = [lgb.Booster(model_str=t).predict(x) for t in ranker.model_texts_]
+    expected = np.mean(each, axis=0).reshape(cands.shape)
+    ok = cands >= 0
+    np.testing.assert_allclose(scores[ok], expected[ok], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(each[0], each[1])
+    loaded = Recommender.load(ranker.save(tmp_path / "ranker.joblib"))
+    some = timed_data.users.to_list()[:20]
+    np.testing.assert_allclose(loaded.recommend(some, 5).scores, ranker.recommend(some, 5).scores)
+    # A bundle from before several boosters holds one model text: that booster answers.
+    state = ranker.export_state()
+    state["state"]["model_text"] = state["state"].pop("model_texts")[1]
+    old = Recommender.from_state(state, ranker.users_, ranker.items_, ranker.user_items_)
+    assert isinstance(old, Ranker) and old.model_texts_ == [ranker.model_texts_[1]]
+    _, old_scores = old._ranked(users, hist, fold, exclude_seen=True)
+    np.testing.assert_allclose(old_scores[ok], each[1].reshape(cands.shape)[ok], rtol=1e-5)

@@ -13,7 +13,9 @@ the retrievers are refit on that feature window (copies; the attached ones stay 
 are) and `check_no_leakage` refuses features that read a user's events after the user's
 cutoff. Users are processed in chunks (``chunk_size``) with a progress bar, so memory is
 set by the chunk, not the data. Early stopping watches NDCG@10 on a held-out share of the
-users (their label windows: the validation window). Serving uses the attached retrievers
+users (their label windows: the validation window). ``boosters`` such models are trained
+and their scores averaged (bagging), each with its own held-out users and seed. Serving
+uses the attached retrievers
 and features over all the training data, i.e. the same "before → next" shift.
 """
 
@@ -101,8 +103,14 @@ class RankerConfig(ModelConfig):
     feature_fraction: float = Field(default=0.8, gt=0, le=1)
     #: Rounds without a better validation NDCG@10 before training stops.
     early_stopping_rounds: int = Field(default=30, ge=1)
-    #: Share of the label users held out for early stopping.
+    #: Share of the label users held out for early stopping (with one booster).
     valid_share: float = Field(default=0.2, gt=0, lt=1)
+    #: LightGBM models whose scores are averaged (bagging): each early-stops on its own
+    #: seeded ``valid_share`` of the label users, trains on the rest, and has its own seed,
+    #: so the average depends less on who was held out. Training costs a LightGBM fit per
+    #: model (candidates and features are built once; each fit copies the rows it trains
+    #: on), answering a prediction per model.
+    boosters: int = Field(default=3, ge=1)
     #: Label users trained on at most (a seeded sample beyond).
     max_train_users: int = Field(default=50_000, ge=2)
     #: Negatives kept per training user (a seeded sample of its candidates; 0: all).
@@ -144,7 +152,8 @@ class Ranker(ComposedRecommender):
     def __init__(self, config: ModelConfig | None = None, **params: Any) -> None:
         super().__init__(config, **params)
         self.tables_: FeatureTables | None = None
-        self.model_text_: str | None = None
+        #: The LightGBM models (their text form), whose scores are averaged.
+        self.model_texts_: list[str] = []
         self.feature_names_: list[str] = []
         self.importance_: dict[str, float] = {}
         self.info_: dict[str, Any] = {}
@@ -201,9 +210,13 @@ class Ranker(ComposedRecommender):
             )
         users, items = data.users, data.items
         rng = np.random.default_rng(cfg.seed)
-        # Validation users are fixed across snapshots; only their latest window validates.
-        held_users = rng.random(len(users)) < cfg.valid_share
-        collected: dict[str, list[Any]] = {"train": [], "valid": []}
+        # The users each booster holds out, fixed across snapshots (only their latest
+        # window validates); the first booster's draw is the ranker's own.
+        held_of = [rng.random(len(users)) < cfg.valid_share] + [
+            np.random.default_rng((cfg.seed, b)).random(len(users)) < cfg.valid_share
+            for b in range(1, cfg.boosters)
+        ]
+        collected: list[tuple[Any, ...]] = []
         recall: dict[str, float] = {}
         n_label_users = 0
         names: list[str] = []
@@ -238,27 +251,32 @@ class Ranker(ComposedRecommender):
             label_users = np.flatnonzero(np.diff(label_rows.indptr) > 0)
             if label_users.size > cfg.max_train_users:
                 label_users = np.sort(rng.choice(label_users, cfg.max_train_users, replace=False))
-            held = held_users[label_users] & (snapshot == 0)
+            # Only the latest window's groups may validate: they carry their user.
+            tags = label_users if snapshot == 0 else np.full(label_users.size, -1)
             names = trainer.feature_names()
-            parts = trainer._labelled_rows(feat_data.matrix, label_rows, label_users, held, rng)
-            for part in ("train", "valid"):
-                collected[part] += parts[part]
+            rows = trainer._labelled_rows(feat_data.matrix, label_rows, label_users, tags, rng)
+            collected += rows["chunks"]
             if snapshot == 0:
-                recall, n_label_users = parts["recall"], int(label_users.size)
+                recall, n_label_users = rows["recall"], int(label_users.size)
             current = features
-        if not collected["valid"] and len(collected["train"]) > 1:
-            collected["valid"].append(collected["train"].pop())
-        for part in ("train", "valid"):
-            if not collected[part]:
-                raise DataError(
-                    f"ranker: no {part} user has a label among its candidates; it needs "
-                    "users with at least two interactions, or more candidates per retriever"
-                )
-        parts = {
-            part: tuple(np.concatenate([c[j] for c in collected[part]]) for j in range(3))
-            for part in ("train", "valid")
-        }
-        self.model_text_, self.importance_, rounds = _train_lightgbm(cfg, names, parts)
+        if not collected:
+            raise DataError(
+                "ranker: no user has a label among its candidates; it needs users with at "
+                "least two interactions, or more candidates per retriever"
+            )
+        x, y, group, group_user = (np.concatenate([c[j] for c in collected]) for j in range(4))
+        latest_groups = group_user >= 0
+        trained = [
+            _train_lightgbm(
+                cfg.model_copy(update={"seed": cfg.seed + b}),
+                names,
+                _held_out(x, y, group, latest_groups & held[np.maximum(group_user, 0)]),
+            )
+            for b, held in enumerate(held_of)
+        ]
+        self.model_texts_ = [text for text, _, _ in trained]
+        self.importance_ = _mean_importance([gain for _, gain, _ in trained])
+        rounds = [n for _, _, n in trained]
         self.feature_names_ = names
         self._local = threading.local()
         self.tables_ = FeatureTables.build(
@@ -268,7 +286,7 @@ class Ranker(ComposedRecommender):
             "timed": timed,
             "label_users": n_label_users,
             "rounds": rounds,
-            "train_rows": int(parts["train"][0].shape[0]),
+            "train_rows": int(x.shape[0]),
             "candidate_recall": recall,
             "fit_seconds": round(time.perf_counter() - start, 3),
         }
@@ -299,12 +317,16 @@ class Ranker(ComposedRecommender):
         matrix: sp.csr_matrix,
         labels: sp.csr_matrix,
         label_users: NDArray[np.int64],
-        held: NDArray[np.bool_],
+        tags: NDArray[np.int64],
         rng: np.random.Generator,
     ) -> dict[str, Any]:
-        """Candidates, features and labels of the label users, chunk by chunk."""
+        """Candidates, features and labels of the label users, chunk by chunk.
+
+        ``chunks`` holds ``(x, y, group sizes, group tags)`` per chunk: users with a label
+        among their candidates, each a group of its (kept) candidates, with its ``tags``.
+        """
         cfg = self.config
-        out: dict[str, list[Any]] = {"train": [], "valid": []}
+        out: list[tuple[Any, ...]] = []
         hits: dict[str, float] = {}
         total = 0
         chunks = range(0, label_users.size, cfg.chunk_size)
@@ -330,19 +352,22 @@ class Ranker(ComposedRecommender):
                     order = np.argsort(-score, axis=1)[:, : cfg.negatives]
                     np.put_along_axis(keep, order, True, axis=1)
                     valid &= keep | y
-                useful = y.any(axis=1)
-                part_of = held[start : start + cfg.chunk_size]
-                for part, rows in (("train", useful & ~part_of), ("valid", useful & part_of)):
+                rows = y.any(axis=1)
+                if rows.any():
                     cells = valid[rows]
                     xx = x.reshape(cands.shape[0], cands.shape[1], -1)[rows][cells]
-                    out[part].append(
-                        (xx, y[rows][cells].astype(np.float32), cells.sum(axis=1).astype(np.int64))
+                    out.append(
+                        (
+                            xx,
+                            y[rows][cells].astype(np.float32),
+                            cells.sum(axis=1).astype(np.int64),
+                            tags[start : start + cfg.chunk_size][rows],
+                        )
                     )
                 bar(idx.size, label_users.size)
         return {
             "recall": {k: round(v / max(total, 1), 4) for k, v in hits.items()},
-            "train": [c for c in out["train"] if c[1].size],
-            "valid": [c for c in out["valid"] if c[1].size],
+            "chunks": out,
         }
 
     # ---- candidates and features ---------------------------------------------------------
@@ -438,17 +463,17 @@ class Ranker(ComposedRecommender):
 
     # ---- answering ----------------------------------------------------------------------
 
-    def _booster(self) -> Any:
-        """This thread's LightGBM booster (built from the stored model text once)."""
-        booster = getattr(self._local, "booster", None)
-        if booster is None:
-            if self.model_text_ is None:
+    def _boosters(self) -> list[Any]:
+        """This thread's LightGBM boosters (built from the stored model texts once)."""
+        boosters = getattr(self._local, "boosters", None)
+        if boosters is None:
+            if not self.model_texts_:
                 raise HybridrecError("ranker: no trained model")
             import lightgbm as lgb
 
-            booster = lgb.Booster(model_str=self.model_text_)
-            self._local.booster = booster
-        return booster
+            boosters = [lgb.Booster(model_str=text) for text in self.model_texts_]
+            self._local.boosters = boosters
+        return boosters
 
     def _ranked(
         self,
@@ -463,7 +488,8 @@ class Ranker(ComposedRecommender):
         # One thread for a request's few hundred rows: OpenMP's start-up costs more than the
         # trees (0.1 ms against 0.6 ms for 500 rows on 2 cores, far worse on a busy machine).
         threads = 1 if x.shape[0] < _THREADED_ROWS else self.config.num_threads or batch_threads()
-        raw = self._booster().predict(x, num_threads=threads)
+        boosters = self._boosters()
+        raw = sum(b.predict(x, num_threads=threads) for b in boosters) / len(boosters)
         scores = np.asarray(raw, np.float32).reshape(cands.shape)
         scores[cands < 0] = -np.inf
         return cands, scores
@@ -562,7 +588,7 @@ class Ranker(ComposedRecommender):
     def _state(self) -> dict[str, Any]:
         tables = self.tables_
         return {
-            "model_text": self.model_text_,
+            "model_texts": list(self.model_texts_),
             "feature_names": list(self.feature_names_),
             "importance": dict(self.importance_),
             "info": dict(self.info_),
@@ -571,7 +597,9 @@ class Ranker(ComposedRecommender):
 
     def _set_state(self, state: dict[str, Any]) -> None:
         super()._set_state(state)
-        self.model_text_ = state.get("model_text")
+        texts = state.get("model_texts")
+        # Bundles from before several boosters hold one model text.
+        self.model_texts_ = list(texts) if texts is not None else [state["model_text"]]
         self.feature_names_ = list(state.get("feature_names") or [])
         self.importance_ = dict(state.get("importance") or {})
         self.info_ = dict(state.get("info") or {})
@@ -631,6 +659,38 @@ def _events_frame(data: InteractionData) -> pl.DataFrame:
             "weight": coo.data.astype(np.float64),
         }
     ).with_columns(stamps)
+
+
+def _held_out(
+    x: NDArray[np.float32],
+    y: NDArray[np.float32],
+    group: NDArray[np.int64],
+    held: NDArray[np.bool_],
+) -> dict[str, tuple[Any, ...]]:
+    """The train and valid parts of a booster whose ``held`` groups validate.
+
+    Without such a group (few users) the last group validates instead.
+    """
+    if not held.any():
+        if group.size < 2:
+            raise DataError(
+                "ranker: no validation user has a label among its candidates; it needs "
+                "more users with at least two interactions"
+            )
+        held = np.zeros(group.size, bool)
+        held[-1] = True
+    if held.all():
+        raise DataError("ranker: every label user validates; it needs more users")
+    rows = np.repeat(held, group)
+    return {
+        "train": (x[~rows], y[~rows], group[~held]),
+        "valid": (x[rows], y[rows], group[held]),
+    }
+
+
+def _mean_importance(gains: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """The boosters' gain shares, averaged (still summing to 1)."""
+    return {n: round(sum(g[n] for g in gains) / len(gains), 6) for n in gains[0]}
 
 
 def _train_lightgbm(
