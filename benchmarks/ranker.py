@@ -19,9 +19,11 @@
 6. With ``--seeds 1,2,3,4,5``: the ranker fit again at each seed, every other model fixed at
    the parameters chosen in 1, on valid (fit on train) and on test (fit on train + valid):
    mean, sd and lowest NDCG@10 against the tuned hybrid, since one run's figure moves with
-   the ranker's seed (its held-out users, LightGBM's sampling).
+   the ranker's seed (its held-out users, LightGBM's sampling); ``--boosters 1,3`` does it
+   for each booster count (default: the configured one).
 
     python benchmarks/ranker.py [--skip-scale] [--scale-rows 20000000] [--seeds 1,2,3]
+        [--boosters 1,3]
 """
 
 from __future__ import annotations
@@ -142,14 +144,18 @@ def quality(cfg: PipelineConfig) -> dict[str, Any]:
 
 
 def seed_study(
-    cfg: PipelineConfig, chosen: dict[str, dict[str, Any]], seeds: list[int]
+    cfg: PipelineConfig,
+    chosen: dict[str, dict[str, Any]],
+    seeds: list[int],
+    boosters: list[int | None],
 ) -> dict[str, Any]:
     """The ranker at each seed, the other models at their chosen parameters."""
     prepared = prepare_data(cfg.data)
     split = split_data(prepared.interactions, TEMPORAL)
     specs = runnable_models(cfg, prepared.items)
     table = Table(title=f"ranker over seeds {seeds} (ndcg@10; others at the chosen parameters)")
-    for col in ("protocol", "tuned hybrid", "ranker mean", "sd", "lowest", "lowest vs hybrid"):
+    cols = ("protocol", "boosters", "tuned hybrid", "ranker mean", "sd", "lowest", "vs hybrid")
+    for col in cols:
         table.add_column(col, justify="right")
     out: dict[str, Any] = {}
     for protocol in ("valid", "test"):
@@ -163,22 +169,27 @@ def seed_study(
             if name not in ("ranked", "router"):
                 fitted[name], _ = fit_model(specs[name].model, chosen[name], data, fitted)
         hybrid = evaluator.evaluate(fitted["hybrid"], "hybrid").metrics[TARGET]
-        scores = []
-        for seed in seeds:
-            params = {**chosen["ranked"], "seed": seed, "show_progress": False}
-            ranker, _ = fit_model(specs["ranked"].model, params, data, fitted)
-            scores.append(evaluator.evaluate(ranker, "ranked").metrics[TARGET])
-            assert math.isfinite(scores[-1]) and scores[-1] > 0, f"seed {seed}: no answer"
-        mean, low = float(np.mean(scores)), min(scores)
-        table.add_row(
-            protocol,
-            f"{hybrid:.4f}",
-            f"{mean:.4f}",
-            f"{float(np.std(scores)):.4f}",
-            f"{low:.4f}",
-            f"{(low / hybrid - 1) * 100:+.1f}%",
-        )
-        out[protocol] = {"hybrid": hybrid, "ranked": scores}
+        out[protocol] = {"hybrid": hybrid}
+        for count in boosters:
+            scores = []
+            for seed in seeds:
+                params = {**chosen["ranked"], "seed": seed, "show_progress": False}
+                if count is not None:
+                    params["boosters"] = count
+                ranker, _ = fit_model(specs["ranked"].model, params, data, fitted)
+                scores.append(evaluator.evaluate(ranker, "ranked").metrics[TARGET])
+                assert math.isfinite(scores[-1]) and scores[-1] > 0, f"seed {seed}: no answer"
+            mean, low = float(np.mean(scores)), min(scores)
+            table.add_row(
+                protocol,
+                str(count or ranker.config.boosters),
+                f"{hybrid:.4f}",
+                f"{mean:.4f}",
+                f"{float(np.std(scores)):.4f}",
+                f"{low:.4f}",
+                f"{(low / hybrid - 1) * 100:+.1f}%",
+            )
+            out[protocol][f"boosters_{count or ranker.config.boosters}"] = scores
     console.print(table)
     return out
 
@@ -330,6 +341,7 @@ def main() -> None:
     parser.add_argument("--synthesize", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--json", default="artifacts/bench-ranker.json")
     parser.add_argument("--seeds", default="", help="e.g. 1,2,3,4,5: the ranker at each seed")
+    parser.add_argument("--boosters", default="", help="with --seeds: e.g. 1,3 (each count)")
     args = parser.parse_args()
     if args.synthesize:
         print(json.dumps(synthesize(int(args.synthesize[0]), Path(args.synthesize[1]))))
@@ -343,7 +355,8 @@ def main() -> None:
         results["quality"] = quality(cfg)
         if args.seeds:
             seeds = [int(s) for s in args.seeds.split(",")]
-            results["seeds"] = seed_study(cfg, results["quality"]["chosen"], seeds)
+            counts: list[int | None] = [int(b) for b in args.boosters.split(",") if b] or [None]
+            results["seeds"] = seed_study(cfg, results["quality"]["chosen"], seeds, counts)
     if not args.skip_scale:
         results["scale"] = scale(args.scale_rows)
     console.print(f"peak RSS of this process: {peak_rss_gib():.2f} GiB")
