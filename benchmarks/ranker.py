@@ -44,9 +44,11 @@ from rich.table import Table
 
 from hybridrec.config import ModelSpec, PipelineConfig, SplitConfig, load_config
 from hybridrec.data.dataset import InteractionData
+from hybridrec.data.split import Split
 from hybridrec.evaluation.evaluator import Evaluator
 from hybridrec.evaluation.report import comparison_table, importance_tables, segment_table
 from hybridrec.pipeline.train import (
+    PreparedData,
     evaluate_pipeline,
     fit_model,
     fit_order,
@@ -82,9 +84,7 @@ def with_ranker(cfg: PipelineConfig) -> PipelineConfig:
     return cfg.model_copy(update={"models": models, "split": TEMPORAL})
 
 
-def quality(cfg: PipelineConfig) -> dict[str, Any]:
-    prepared = prepare_data(cfg.data)
-    split = split_data(prepared.interactions, TEMPORAL)
+def quality(cfg: PipelineConfig, prepared: PreparedData, split: Split) -> dict[str, Any]:
     start = time.perf_counter()
     reports, chosen = evaluate_pipeline(cfg, split, items=prepared.items, console=console)
     console.print(f"whole protocol incl. tuning: {time.perf_counter() - start:.0f}s")
@@ -145,13 +145,13 @@ def quality(cfg: PipelineConfig) -> dict[str, Any]:
 
 def seed_study(
     cfg: PipelineConfig,
+    prepared: PreparedData,
+    split: Split,
     chosen: dict[str, dict[str, Any]],
     seeds: list[int],
     boosters: list[int | None],
 ) -> dict[str, Any]:
     """The ranker at each seed, the other models at their chosen parameters."""
-    prepared = prepare_data(cfg.data)
-    split = split_data(prepared.interactions, TEMPORAL)
     specs = runnable_models(cfg, prepared.items)
     table = Table(title=f"ranker over seeds {seeds} (ndcg@10; others at the chosen parameters)")
     cols = ("protocol", "boosters", "tuned hybrid", "ranker mean", "sd", "lowest", "vs hybrid")
@@ -180,16 +180,17 @@ def seed_study(
                 scores.append(evaluator.evaluate(ranker, "ranked").metrics[TARGET])
                 assert math.isfinite(scores[-1]) and scores[-1] > 0, f"seed {seed}: no answer"
             mean, low = float(np.mean(scores)), min(scores)
+            label = str(ranker.config.boosters)
             table.add_row(
                 protocol,
-                str(count or ranker.config.boosters),
+                label,
                 f"{hybrid:.4f}",
                 f"{mean:.4f}",
                 f"{float(np.std(scores)):.4f}",
                 f"{low:.4f}",
                 f"{(low / hybrid - 1) * 100:+.1f}%",
             )
-            out[protocol][f"boosters_{count or ranker.config.boosters}"] = scores
+            out[protocol][f"boosters_{label}"] = scores
     console.print(table)
     return out
 
@@ -352,11 +353,14 @@ def main() -> None:
     results: dict[str, Any] = {}
     if not args.skip_quality:
         cfg = with_ranker(load_config(args.config))
-        results["quality"] = quality(cfg)
+        prepared = prepare_data(cfg.data)
+        split = split_data(prepared.interactions, TEMPORAL)
+        results["quality"] = quality(cfg, prepared, split)
         if args.seeds:
             seeds = [int(s) for s in args.seeds.split(",")]
             counts: list[int | None] = [int(b) for b in args.boosters.split(",") if b] or [None]
-            results["seeds"] = seed_study(cfg, results["quality"]["chosen"], seeds, counts)
+            chosen = results["quality"]["chosen"]
+            results["seeds"] = seed_study(cfg, prepared, split, chosen, seeds, counts)
     if not args.skip_scale:
         results["scale"] = scale(args.scale_rows)
     console.print(f"peak RSS of this process: {peak_rss_gib():.2f} GiB")
